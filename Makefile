@@ -1,0 +1,39 @@
+# The two commands a newcomer needs (README.md):
+#   make lab    set up .venv if needed, then open JupyterLab at lesson 00
+#   make test   set up .venv if needed, then run the whole test suite (what CI runs)
+# Maintainers: `make notebooks` (or `make notebooks NB=notebooks/03_sse_protocol.ipynb`)
+# re-executes notebooks in place at human pace, producing the outputs that get committed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NB ?= notebooks/*.ipynb
+
+.PHONY: lab test notebooks stubs lint
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/course lab
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check course_app solutions tests benchmarks
+
+stubs: $(STAMP)
+	$(BIN)/python -m course_app.stubs
+
+notebooks: $(STAMP)
+	for nb in $(NB); do \
+		COURSE_PACE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=300 --ExecutePreprocessor.record_timing=False "$$nb" || exit 1; \
+	done

@@ -1,0 +1,151 @@
+"""Check a learner's exercise: run its tests, print pass/fail per test and a hint.
+
+The same code serves ``course check NN`` in a terminal and ``check("NN")`` in a notebook
+cell. Tests run in a fresh ``python -m pytest`` subprocess, so an edited exercise file is
+re-imported every time and nothing a test does can crash or hang the notebook's kernel.
+In a notebook, :func:`check` never raises: "Run All" gets past an unsolved exercise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course_app.exercise_loader import TARGET_ENV
+from course_app.manifest import Lesson, UnknownLessonError, find_lesson, load_lessons
+from course_app.paths import course_root
+
+CHECK_TIMEOUT = 180.0
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    nodeid: str
+    label: str
+    outcome: str  # passed, failed, error, skipped
+    reason: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    @property
+    def lesson_number(self) -> str:
+        # tests/exercises/test_03_sse_protocol.py::test_x -> "03"
+        return Path(self.nodeid.split("::")[0]).name.removeprefix("test_")[:2]
+
+
+@dataclass
+class CheckResult:
+    lesson: Lesson
+    target: str
+    outcomes: list[TestOutcome] = field(default_factory=list)
+    problem: str = ""  # set when the tests could not run at all
+
+    @property
+    def passed(self) -> int:
+        return sum(o.passed for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem and bool(self.outcomes) and self.passed == len(self.outcomes)
+
+    def render(self, *, with_hint: bool = True) -> str:
+        lesson = self.lesson
+        lines = [f"Checking lesson {lesson.number} ({self.target}/{lesson.stem}.py)"]
+        if self.problem:
+            lines.append(f"  could not run the checks: {self.problem}")
+        reasons = {o.reason for o in self.outcomes if not o.passed}
+        import_failure = len(reasons) == 1 and "ExerciseImportError" in next(iter(reasons))
+        if import_failure:
+            lines.append(
+                "  "
+                + next(iter(reasons)).removeprefix(
+                    "course_app.exercise_loader.ExerciseImportError: "
+                )
+            )
+        else:
+            for o in self.outcomes:
+                mark = {"passed": "PASS", "skipped": "SKIP"}.get(o.outcome, "FAIL")
+                lines.append(f"  {mark}  {o.label}")
+                if not o.passed and o.reason:
+                    lines.append(f"        {o.reason}")
+        total = len(self.outcomes)
+        if self.ok:
+            lines.append(f"All {total} checks pass. Well done!")
+        else:
+            lines.append(f"{self.passed} of {total} checks pass.")
+            if with_hint:
+                lines.append("Hint: " + lesson.hint.replace("\n", "\n      "))
+        return "\n".join(lines)
+
+
+def run_tests(
+    test_paths: list[Path], target: str, root: Path | None = None
+) -> tuple[list[TestOutcome], str]:
+    """Run pytest on ``test_paths`` against ``target``; returns outcomes and a problem text."""
+    root = root or course_root()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        command = [
+            sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
+            "-o", "addopts=", "-p", "course_app.pytest_report", f"--course-report={report}",
+            *[str(p) for p in test_paths],
+        ]  # fmt: skip
+        env = {**os.environ, TARGET_ENV: target, "COURSE_PACE": "0"}
+        try:
+            proc = subprocess.run(
+                command, cwd=root, env=env, capture_output=True, text=True, timeout=CHECK_TIMEOUT
+            )
+        except subprocess.TimeoutExpired:
+            return [], f"the tests took longer than {CHECK_TIMEOUT:.0f} s (an endless loop?)"
+        if not report.exists():
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
+            return [], f"pytest did not run ({tail[0]})"
+        outcomes = [TestOutcome(**row) for row in json.loads(report.read_text(encoding="utf-8"))]
+    if not outcomes:
+        return [], "no tests were collected"
+    return outcomes, ""
+
+
+def run_check(lesson_ref: str | int, target: str = "exercises") -> CheckResult:
+    """Run one lesson's exercise tests; raises UnknownLessonError for a bad number."""
+    lesson = find_lesson(lesson_ref)
+    test_file = lesson.path("test")
+    if not test_file.exists():
+        return CheckResult(lesson, target, problem=f"no tests for lesson {lesson.number} yet")
+    outcomes, problem = run_tests([test_file], target)
+    return CheckResult(lesson, target, outcomes, problem)
+
+
+def check(lesson_ref: str | int, *, target: str = "exercises") -> None:
+    """Notebook check cell: print the result, never raise."""
+    try:
+        result = run_check(lesson_ref, target)
+    except UnknownLessonError as exc:
+        print(f"Cannot check: {exc}")
+        return
+    except Exception as exc:  # the check cell must never break "Run All"
+        print(f"Cannot check lesson {lesson_ref}: {type(exc).__name__}: {exc}")
+        return
+    print(result.render())
+
+
+def progress(target: str = "exercises") -> list[CheckResult]:
+    """Check every lesson in one pytest run."""
+    lessons = [lesson for lesson in load_lessons() if lesson.path("test").exists()]
+    outcomes, problem = run_tests([lesson.path("test") for lesson in lessons], target)
+    return [
+        CheckResult(
+            lesson,
+            target,
+            [o for o in outcomes if o.lesson_number == lesson.number],
+            problem,
+        )
+        for lesson in lessons
+    ]

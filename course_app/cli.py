@@ -1,0 +1,207 @@
+"""The ``course`` command: list, check, progress, hint, reset, serve, lab, verify.
+
+Every failure a learner can cause (a wrong lesson number, a port in use, an exercise that
+does not import) ends in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from course_app.checker import progress, run_check
+from course_app.exercise_loader import ExerciseImportError, load_exercise
+from course_app.manifest import Lesson, UnknownLessonError, find_lesson, load_lessons
+from course_app.paths import course_root
+from course_app.stubs import stub_for
+
+
+class CommandError(Exception):
+    """A learner-facing failure: printed as one line, exit status 2."""
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for lesson in load_lessons():
+        where = lesson.path("notebook").relative_to(course_root())
+        print(f"{lesson.number}  {lesson.title:<48} {lesson.minutes:>3} min  {where}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    result = run_check(args.lesson, "solutions" if args.solutions else "exercises")
+    print(result.render())
+    return 0 if result.ok else 1
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / total) if total else 0
+    return "#" * filled + ("-" * (width - filled))
+
+
+def _cmd_progress(args: argparse.Namespace) -> int:
+    print("Checking every exercise ...", flush=True)
+    results = progress()
+    for result in results:
+        status = "done" if result.ok else f"{result.passed}/{len(result.outcomes)} checks"
+        if result.problem:
+            status = "cannot run"
+        print(f"  {result.lesson.number}  {result.lesson.title:<48} {status}")
+    done = sum(r.ok for r in results)
+    print(f"Progress: [{_bar(done, len(results))}] {done}/{len(results)} exercises solved")
+    return 0
+
+
+def _cmd_hint(args: argparse.Namespace) -> int:
+    lesson = find_lesson(args.lesson)
+    print(f"Lesson {lesson.number} ({lesson.title}):\n{lesson.hint}")
+    return 0
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    lesson = find_lesson(args.lesson)
+    target = lesson.path("exercise")
+    stub = stub_for(lesson)
+    shown = target.relative_to(course_root())
+    if target.exists():
+        current = target.read_text(encoding="utf-8")
+        if current == stub:
+            print(f"{shown} is already the original stub; nothing to do.")
+            return 0
+        backups = target.parent / ".backups"
+        backups.mkdir(exist_ok=True)
+        backup = backups / f"{lesson.stem}.{time.strftime('%Y%m%d-%H%M%S')}.py"
+        n = 1
+        while backup.exists():
+            backup = backups / f"{lesson.stem}.{time.strftime('%Y%m%d-%H%M%S')}-{n}.py"
+            n += 1
+        backup.write_text(current, encoding="utf-8")
+        print(f"Saved your version as {backup.relative_to(course_root())}")
+    target.write_text(stub, encoding="utf-8")
+    print(f"Restored {shown} to the original stub.")
+    return 0
+
+
+def _resolve_app(lesson: Lesson, solution: bool) -> object:
+    if lesson.serve and not solution:
+        module_name, _, attribute = lesson.serve.partition(":")
+        import importlib
+
+        return getattr(importlib.import_module(module_name), attribute)
+    try:
+        module = load_exercise(lesson.stem, "solutions" if solution else "exercises")
+    except ExerciseImportError as exc:
+        raise CommandError(str(exc)) from None
+    app = getattr(module, "app", None)
+    if app is None:
+        raise CommandError(f"lesson {lesson.number}'s exercise defines no `app` to serve")
+    return app
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import socket
+
+    import uvicorn
+
+    lesson = find_lesson(args.lesson)
+    app = _resolve_app(lesson, args.solution)
+    with socket.socket() as probe:  # a clear message instead of uvicorn's exit on a busy port
+        if probe.connect_ex(("127.0.0.1", args.port)) == 0:
+            raise CommandError(f"port {args.port} is in use; pick another with --port")
+    print(f"Serving lesson {lesson.number} on http://127.0.0.1:{args.port}  (Ctrl+C stops)")
+    print(f"Try: curl -N http://127.0.0.1:{args.port}/")
+    uvicorn.run(
+        app, host="127.0.0.1", port=args.port, log_level="info", timeout_graceful_shutdown=2
+    )
+    return 0
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    root = course_root()
+    first = load_lessons()[0].path("notebook").relative_to(root)
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}", str(first)]
+    return subprocess.call([*command, *args.jupyter_args], cwd=root)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Developer check (rustlings' dev check): every lesson is complete and unsolved."""
+    problems: list[str] = []
+    for lesson in load_lessons():
+        for kind in ("notebook", "exercise", "solution", "test"):
+            if not lesson.path(kind).exists():
+                problems.append(
+                    f"{lesson.number}: missing {lesson.path(kind).relative_to(course_root())}"
+                )
+        if not lesson.path("solution").exists() or not lesson.path("test").exists():
+            continue
+        exercise = lesson.path("exercise")
+        if not exercise.exists() or exercise.read_text(encoding="utf-8") != stub_for(lesson):
+            problems.append(
+                f"{lesson.number}: exercises/ is out of date; run: python -m course_app.stubs"
+            )
+        if "TODO" not in stub_for(lesson):
+            problems.append(f"{lesson.number}: the stub has no TODO telling the learner what to do")
+        solved = run_check(lesson.number, "solutions")
+        if not solved.ok:
+            score = f"{solved.passed}/{len(solved.outcomes)}"
+            problems.append(f"{lesson.number}: the solution fails its tests ({score} pass)")
+        stub = run_check(lesson.number, "exercises")
+        if stub.ok or not stub.outcomes:
+            problems.append(
+                f"{lesson.number}: the untouched stub passes its tests; add a test it fails"
+            )
+        print(f"{lesson.number}: solution {solved.passed}/{len(solved.outcomes)} pass, "
+              f"stub {stub.passed}/{len(stub.outcomes)} pass")  # fmt: skip
+    for problem in problems:
+        print("problem:", problem)
+    print("verify:", "ok" if not problems else f"{len(problems)} problem(s)")
+    return 0 if not problems else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="course", description="Streaming & SSE with FastAPI")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], int], help: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("list", _cmd_list, "list the lessons")
+    p = add("check", _cmd_check, "run a lesson's exercise tests against your exercises/ file")
+    p.add_argument("lesson", help="lesson number, e.g. 03")
+    p.add_argument("--solutions", action="store_true", help="check the reference solution instead")
+    add("progress", _cmd_progress, "show which exercises you have solved")
+    p = add("hint", _cmd_hint, "show a lesson's hint")
+    p.add_argument("lesson")
+    p = add("reset", _cmd_reset, "restore an exercise to its original stub (keeps a backup)")
+    p.add_argument("lesson")
+    p = add("serve", _cmd_serve, "serve a lesson's app for curl or a browser")
+    p.add_argument("lesson")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--solution", action="store_true", help="serve the reference solution's app")
+    p = add("lab", _cmd_lab, "open JupyterLab at lesson 00")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to JupyterLab")
+    add("verify", _cmd_verify, "developer check: solutions pass, stubs fail, stubs in sync")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    try:
+        return args.handler(args)
+    except (UnknownLessonError, CommandError) as exc:
+        print(f"course: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

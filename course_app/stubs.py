@@ -1,0 +1,83 @@
+"""Exercise stubs are generated from the reference solutions, so the two never drift.
+
+A solution marks what the learner writes between two comment lines (nbgrader's markers)::
+
+    def countdown(start: int) -> Iterator[str]:
+        # TODO: yield start, start - 1, ..., 1, then "liftoff".
+        ### BEGIN SOLUTION
+        ...
+        ### END SOLUTION
+
+and the stub keeps everything else, replacing the block by a ``raise NotImplementedError``.
+Lines in the block that start with ``### STUB:`` replace that default, for stubs that must
+keep some code (``### STUB: return []``).
+
+``python -m course_app.stubs`` rewrites ``exercises/`` from ``solutions/``; a test checks
+they are in sync, and ``course reset NN`` uses :func:`make_stub` to restore one file.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from course_app.manifest import Lesson, load_lessons
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+STUB = "### STUB:"
+_DEF = re.compile(r"^\s*(?:async\s+)?def\s+(\w+)")
+
+
+class StubMarkerError(ValueError):
+    """A solution file's markers are unbalanced."""
+
+
+def make_stub(solution: str, *, name: str = "solution") -> str:
+    """The exercise text for a solution text."""
+    out: list[str] = []
+    block: list[str] | None = None
+    indent = ""
+    function = ""
+    for number, line in enumerate(solution.splitlines(keepends=True), start=1):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if block is not None:
+                raise StubMarkerError(f"{name}:{number}: {BEGIN} inside another block")
+            block, indent = [], line[: len(line) - len(line.lstrip())]
+        elif stripped == END:
+            if block is None:
+                raise StubMarkerError(f"{name}:{number}: {END} without {BEGIN}")
+            todo = f"TODO: write {function}()" if function else "TODO"
+            out.extend(block or [f'{indent}raise NotImplementedError("{todo}")\n'])
+            block = None
+        elif block is not None:
+            if stripped.startswith(STUB):
+                block.append(f"{indent}{stripped[len(STUB) :].strip()}\n")
+        else:
+            if match := _DEF.match(line):
+                function = match.group(1)
+            out.append(line)
+    if block is not None:
+        raise StubMarkerError(f"{name}: {BEGIN} is never closed")
+    return "".join(out)
+
+
+def stub_for(lesson: Lesson) -> str:
+    solution = lesson.path("solution")
+    return make_stub(solution.read_text(encoding="utf-8"), name=str(solution.name))
+
+
+def main() -> int:
+    """Regenerate every exercise stub from its solution."""
+    for lesson in load_lessons():
+        target = lesson.path("exercise")
+        text = stub_for(lesson)
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
+            print(f"wrote {target.relative_to(target.parent.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

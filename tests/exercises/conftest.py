@@ -1,0 +1,22 @@
+"""Exercise tests load the module under test through the ``exercise`` fixture.
+
+``tests/exercises/test_03_sse_protocol.py`` gets ``exercises/03_sse_protocol.py`` or
+``solutions/03_sse_protocol.py``, as ``--target`` / ``$COURSE_TARGET`` says (default:
+solutions, so a plain ``pytest`` on a fresh checkout is green; ``course check`` runs the
+same tests against exercises/).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from course_app.exercise_loader import load_exercise
+
+
+@pytest.fixture(scope="module")
+def exercise(request: pytest.FixtureRequest) -> ModuleType:
+    stem = Path(request.module.__file__).stem.removeprefix("test_")
+    return load_exercise(stem)
