@@ -1,0 +1,179 @@
+"""The `course` command against a small throwaway course (COURSE_ROOT points at it)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from course_app.cli import main
+from course_app.stubs import make_stub
+
+REPO = Path(__file__).resolve().parent.parent
+
+SOLUTION = '''"""Demo lesson."""
+
+from fastapi import FastAPI
+
+
+def shout(word: str) -> str:
+    """WORD!"""
+    # TODO: return the word in capitals with an exclamation mark.
+    ### BEGIN SOLUTION
+    return word.upper() + "!"
+    ### END SOLUTION
+
+
+app = FastAPI()
+
+
+@app.get("/shout/{word}")
+async def shout_route(word: str) -> dict[str, str]:
+    return {"shout": shout(word)}
+'''
+
+TESTS = '''def test_shout(exercise):
+    """shout("hi") is "HI!"."""
+    assert exercise.shout("hi") == "HI!"
+
+
+def test_always_passes(exercise):
+    """the module imports"""
+'''
+
+MANIFEST = """[[lesson]]
+number = "07"
+slug = "demo"
+title = "Demo lesson"
+minutes = 5
+hint = "What does str.upper() return?"
+"""
+
+
+@pytest.fixture
+def course(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for folder in ("exercises", "solutions", "tests/exercises", "notebooks"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "lessons.toml").write_text(MANIFEST)
+    (tmp_path / "solutions/07_demo.py").write_text(SOLUTION)
+    (tmp_path / "exercises/07_demo.py").write_text(make_stub(SOLUTION))
+    (tmp_path / "tests/exercises/test_07_demo.py").write_text(TESTS)
+    shutil.copy(REPO / "tests/exercises/conftest.py", tmp_path / "tests/exercises/conftest.py")
+    monkeypatch.setenv("COURSE_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def test_list(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    assert "07  Demo lesson" in capsys.readouterr().out
+
+
+def test_check_fails_on_the_stub_with_a_hint(
+    course: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "7"]) == 1
+    out = capsys.readouterr().out
+    assert 'FAIL  shout("hi") is "HI!".' in out
+    assert "NotImplementedError: TODO: write shout()" in out
+    assert "PASS  the module imports" in out
+    assert "Hint: What does str.upper() return?" in out
+
+
+def test_check_passes_once_solved(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (course / "exercises/07_demo.py").write_text(SOLUTION)
+    assert main(["check", "07"]) == 0
+    assert "All 2 checks pass" in capsys.readouterr().out
+
+
+def test_check_solutions_flag(course: Path) -> None:
+    assert main(["check", "07", "--solutions"]) == 0
+
+
+def test_check_reports_an_import_error_in_one_line(
+    course: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (course / "exercises/07_demo.py").write_text("def shout(:\n")
+    assert main(["check", "07"]) == 1
+    out = capsys.readouterr().out
+    assert "exercises/07_demo.py has a syntax error on line 1" in out
+    assert "Traceback" not in out
+
+
+def test_unknown_lesson_is_one_line_and_exit_2(
+    course: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "99"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "course: there is no lesson '99'; the lessons are 07"
+
+
+def test_hint(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hint", "07"]) == 0
+    assert "str.upper()" in capsys.readouterr().out
+
+
+def test_reset_keeps_a_backup_of_the_learners_work(course: Path) -> None:
+    exercise = course / "exercises/07_demo.py"
+    exercise.write_text("my work in progress\n")
+    assert main(["reset", "07"]) == 0
+    assert exercise.read_text() == make_stub(SOLUTION)
+    backups = list((course / "exercises/.backups").iterdir())
+    assert [b.read_text() for b in backups] == ["my work in progress\n"]
+    # A second reset has nothing to save and must not add an empty backup.
+    assert main(["reset", "07"]) == 0
+    assert len(list((course / "exercises/.backups").iterdir())) == 1
+
+
+def test_reset_restores_a_deleted_exercise(course: Path) -> None:
+    (course / "exercises/07_demo.py").unlink()
+    assert main(["reset", "07"]) == 0
+    assert (course / "exercises/07_demo.py").read_text() == make_stub(SOLUTION)
+
+
+def test_progress(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["progress"]) == 0
+    assert "Progress: [--------------------] 0/1 exercises solved" in capsys.readouterr().out
+
+
+def test_serve_refuses_a_busy_port(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        assert main(["serve", "07", "--port", str(port)]) == 2
+    assert f"port {port} is in use" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_serve_runs_the_lessons_app(course: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "course_app.cli", "serve", "07", "--solution", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/shout/hey", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, "course serve exited"
+                assert time.monotonic() < deadline, "course serve did not start"
+                time.sleep(0.1)
+        assert response.json() == {"shout": "HEY!"}
+    finally:
+        proc.terminate()
+        proc.wait(10)
