@@ -7,7 +7,6 @@ Try it: ``python -c "from course_app.welcome_demo import main; main()"``, or in 
 """
 
 from collections.abc import AsyncIterator
-from importlib.resources import files
 from typing import Annotated
 
 from fastapi import FastAPI, Query
@@ -15,6 +14,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from course_app import pace
+from course_app.pages import html_page
 
 
 def create_app(interval: float = 0.5) -> FastAPI:
@@ -22,8 +22,8 @@ def create_app(interval: float = 0.5) -> FastAPI:
     app = FastAPI(title="Lesson 00: welcome demo")
 
     @app.get("/", response_class=HTMLResponse)
-    async def page() -> str:
-        return files("course_app.static").joinpath("welcome.html").read_text(encoding="utf-8")
+    async def page() -> HTMLResponse:
+        return html_page("welcome.html")
 
     @app.get("/ticks", response_class=EventSourceResponse)
     async def ticks(
