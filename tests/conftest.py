@@ -31,11 +31,13 @@ def chromium_path() -> str | None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """A headless Debian Chromium driven by Playwright (never a downloaded browser).
 
     Skips on a learner's machine without Chromium; fails in CI, where it must run.
+    Module-scoped: Playwright's sync API keeps an event loop running on the main thread
+    while it is open, and `asyncio.run()` in later test modules would then refuse to run.
     """
     path = chromium_path()
     if path is None:
