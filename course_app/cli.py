@@ -185,14 +185,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("lesson")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--solution", action="store_true", help="serve the reference solution's app")
-    p = add("lab", _cmd_lab, "open JupyterLab at lesson 00")
-    p.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to JupyterLab")
+    add("lab", _cmd_lab, "open JupyterLab at lesson 00 (other options go to JupyterLab)")
     add("verify", _cmd_verify, "developer check: solutions pass, stubs fail, stubs in sync")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.jupyter_args = extra
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     try:
         return args.handler(args)
