@@ -71,6 +71,9 @@ def stub_for(lesson: Lesson) -> str:
 def main() -> int:
     """Regenerate every exercise stub from its solution."""
     for lesson in load_lessons():
+        if not lesson.path("solution").exists():
+            print(f"skipped lesson {lesson.number}: no solutions/{lesson.stem}.py yet")
+            continue
         target = lesson.path("exercise")
         text = stub_for(lesson)
         if not target.exists() or target.read_text(encoding="utf-8") != text:
