@@ -94,6 +94,8 @@ def run_tests(
         report = Path(tmp) / "report.json"
         command = [
             sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
+            # Plugins the exercise tests do not need; nbval alone costs ~1.5 s of imports.
+            "-p", "no:nbval", "-p", "no:xdist", "-p", "no:hypothesispytest",
             "-o", "addopts=", "-p", "course_app.pytest_report", f"--course-report={report}",
             *[str(p) for p in test_paths],
         ]  # fmt: skip

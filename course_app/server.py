@@ -138,7 +138,7 @@ class LessonServer:
             if time.monotonic() > deadline:
                 self._server.should_exit = True
                 self._server.force_exit = True
-                self._thread.join(5)
+                self._thread.join(1)  # a hung lifespan cannot be interrupted: don't wait long
                 logbook().close_book(self._book)
                 raise LessonServerError(
                     f"lesson server {self.name!r} did not start within {self.startup_timeout} s"
