@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml requirements.lock
 lab: $(STAMP)
 	$(BIN)/course lab
 
+# Three workers: most tests wait on sockets and kernels rather than the CPU. loadfile keeps
+# each notebook's cells (and each test module) on one worker, in order.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
