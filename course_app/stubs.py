@@ -26,6 +26,7 @@ from course_app.manifest import Lesson, load_lessons
 BEGIN = "### BEGIN SOLUTION"
 END = "### END SOLUTION"
 STUB = "### STUB:"
+_YIELD = re.compile(r"^\s*(?!#).*\byield\b", re.MULTILINE)
 _DEF = re.compile(r"^\s*(?:async\s+)?def\s+(\w+)")
 
 
@@ -38,6 +39,7 @@ def make_stub(solution: str, *, name: str = "solution") -> str:
     out: list[str] = []
     block: list[str] | None = None
     indent = ""
+    body = ""
     function = ""
     for number, line in enumerate(solution.splitlines(keepends=True), start=1):
         stripped = line.strip()
@@ -49,9 +51,15 @@ def make_stub(solution: str, *, name: str = "solution") -> str:
             if block is None:
                 raise StubMarkerError(f"{name}:{number}: {END} without {BEGIN}")
             todo = f"TODO: write {function}()" if function else "TODO"
-            out.extend(block or [f'{indent}raise NotImplementedError("{todo}")\n'])
-            block = None
+            default = [f'{indent}raise NotImplementedError("{todo}")\n']
+            if _YIELD.search(body):
+                # Without a yield the stub would be a plain function, and a test would fail
+                # with a puzzling TypeError instead of this NotImplementedError.
+                default.append(f"{indent}yield  # keeps this a generator; replace both lines\n")
+            out.extend(block or default)
+            block, body = None, ""
         elif block is not None:
+            body += line
             if stripped.startswith(STUB):
                 block.append(f"{indent}{stripped[len(STUB) :].strip()}\n")
         else:

@@ -42,3 +42,12 @@ def test_stub_is_valid_python() -> None:
 def test_unbalanced_markers_are_reported(text: str) -> None:
     with pytest.raises(StubMarkerError):
         make_stub(text)
+
+
+def test_a_generators_stub_stays_a_generator() -> None:
+    solution = "async def ticks():\n    ### BEGIN SOLUTION\n    yield 1\n    ### END SOLUTION\n"
+    namespace: dict = {}
+    exec(make_stub(solution), namespace)
+    import inspect
+
+    assert inspect.isasyncgenfunction(namespace["ticks"])

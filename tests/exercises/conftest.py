@@ -15,6 +15,15 @@ import pytest
 
 from course_app.exercise_loader import load_exercise
 
+# A learner's endless loop fails one test with a clear message instead of hanging the check.
+EXERCISE_TEST_TIMEOUT = 30
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(EXERCISE_TEST_TIMEOUT))
+
 
 @pytest.fixture(scope="module")
 def exercise(request: pytest.FixtureRequest) -> ModuleType:
