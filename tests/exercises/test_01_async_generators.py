@@ -1,0 +1,180 @@
+"""Lesson 01: ticker(), take() and tracked(), including cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from course_app import pace
+
+
+async def collect(source: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in source]
+
+
+async def numbers(count: int, log: list[str] | None = None) -> AsyncIterator[int]:
+    """A source that records when its cleanup runs."""
+    try:
+        for number in range(count):
+            yield number
+            await asyncio.sleep(0)
+    finally:
+        if log is not None:
+            log.append("source cleaned up")
+
+
+def test_ticker_yields_count_numbers(exercise: ModuleType) -> None:
+    """ticker(3) yields 0, 1, 2"""
+    assert asyncio.run(collect(exercise.ticker(3, interval=0.01))) == [0, 1, 2]
+
+
+def test_ticker_zero_and_negative(exercise: ModuleType) -> None:
+    """ticker(0) yields nothing; ticker(-1) raises ValueError"""
+    assert asyncio.run(collect(exercise.ticker(0))) == []
+    with pytest.raises(ValueError):
+        asyncio.run(collect(exercise.ticker(-1)))
+
+
+def test_ticker_sleeps_only_between_items(
+    exercise: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ticker(3, 0.25) awaits pace.sleep(0.25) twice: between items only"""
+    calls: list[float] = []
+
+    async def recording_sleep(seconds: float) -> None:
+        calls.append(seconds)
+
+    monkeypatch.setattr(pace, "sleep", recording_sleep)
+    assert asyncio.run(collect(exercise.ticker(3, interval=0.25))) == [0, 1, 2]
+    assert calls == [0.25, 0.25]
+
+
+def test_ticker_lets_other_tasks_run(exercise: ModuleType) -> None:
+    """ticker awaits between items, so other tasks keep running (no time.sleep)"""
+
+    async def main() -> int:
+        beats = 0
+
+        async def heartbeat() -> None:
+            nonlocal beats
+            while True:
+                beats += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0)
+        beats = 0
+        await collect(exercise.ticker(5, interval=0.001))
+        task.cancel()
+        return beats
+
+    assert asyncio.run(main()) > 0
+
+
+def test_take_limits(exercise: ModuleType) -> None:
+    """take(source, 2) yields the first two items only"""
+    assert asyncio.run(collect(exercise.take(numbers(10), 2))) == [0, 1]
+    assert asyncio.run(collect(exercise.take(numbers(1), 5))) == [0]
+
+
+def test_take_zero_and_negative(exercise: ModuleType) -> None:
+    """take(source, 0) yields nothing; a negative n raises ValueError"""
+    assert asyncio.run(collect(exercise.take(numbers(3), 0))) == []
+    with pytest.raises(ValueError):
+        asyncio.run(collect(exercise.take(numbers(3), -1)))
+
+
+def test_take_closes_the_source_right_away(exercise: ModuleType) -> None:
+    """take() closes its source as soon as it stops, not whenever garbage is collected"""
+
+    async def main() -> list[str]:
+        log: list[str] = []
+        source = numbers(10, log)  # kept alive here, so only aclose() can run its cleanup
+        items = await collect(exercise.take(source, 2))
+        log.append(f"took {items}")
+        return log
+
+    assert asyncio.run(main()) == ["source cleaned up", "took [0, 1]"]
+
+
+def test_tracked_normal_end(exercise: ModuleType) -> None:
+    """tracked logs opened, then closed: finished"""
+    log: list[str] = []
+    assert asyncio.run(collect(exercise.tracked(numbers(2), log))) == [0, 1]
+    assert log == ["opened", "closed: finished"]
+
+
+def test_tracked_consumer_exits_early(exercise: ModuleType) -> None:
+    """tracked logs closed: exited early when the consumer stops and closes it"""
+
+    async def main() -> list[str]:
+        log: list[str] = []
+        stream = exercise.tracked(numbers(10), log)
+        async for _ in stream:
+            break
+        await stream.aclose()
+        return log
+
+    assert asyncio.run(main()) == ["opened", "closed: exited early"]
+
+
+def test_tracked_error_propagates(exercise: ModuleType) -> None:
+    """tracked logs closed: error and lets the source's exception through"""
+
+    async def failing() -> AsyncIterator[int]:
+        yield 1
+        raise ValueError("upstream broke")
+
+    log: list[str] = []
+    with pytest.raises(ValueError, match="upstream broke"):
+        asyncio.run(collect(exercise.tracked(failing(), log)))
+    assert log == ["opened", "closed: error"]
+
+
+def test_tracked_cancellation_propagates(exercise: ModuleType) -> None:
+    """tracked logs closed: cancelled and re-raises CancelledError (the task ends cancelled)"""
+
+    async def main() -> tuple[bool, list[str]]:
+        log: list[str] = []
+        started = asyncio.Event()
+
+        async def forever() -> AsyncIterator[int]:
+            yield 0
+            started.set()
+            await asyncio.Event().wait()
+            yield 1
+
+        async def consume() -> None:
+            async for _ in exercise.tracked(forever(), log):
+                pass
+
+        task = asyncio.create_task(consume())
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():  # it failed before the source got going: report that failure
+            task.result()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        return task.cancelled(), log
+
+    cancelled, log = asyncio.run(main())
+    assert log == ["opened", "closed: cancelled"]
+    assert cancelled, "the CancelledError was swallowed: the task finished instead"
+
+
+def test_ticks_endpoint_streams_lines(exercise: ModuleType) -> None:
+    """GET /ticks?count=3 streams three lines; count=-1 is a 422"""
+    with TestClient(exercise.app) as client:
+        with client.stream("GET", "/ticks", params={"count": 3, "interval": 0}) as response:
+            assert response.status_code == 200
+            assert list(response.iter_lines()) == ["tick 0", "tick 1", "tick 2"]
+        assert client.get("/ticks", params={"count": -1}).status_code == 422
