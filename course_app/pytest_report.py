@@ -26,6 +26,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         doc = getattr(getattr(item, "obj", None), "__doc__", None)
         label = doc.strip().splitlines()[0] if doc and doc.strip() else item.name
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None:  # parametrized: say which case
+            label += f" [{callspec.id}]"
         _LABELS[item.nodeid] = label
 
 
