@@ -249,9 +249,9 @@ async def _paced_tokens(plan: _Plan, stats: StreamStats) -> AsyncIterator[tuple[
             await pace.sleep(0.05)
         outcome = "finished"
     finally:
-        setattr(stats, outcome, getattr(stats, outcome) + 1)
-        if outcome == "cancelled":
+        if outcome == "cancelled":  # log first: a reader that sees the count sees the line
             logger.info("stream %s cancelled: the client left after the stream started", plan.ident)
+        setattr(stats, outcome, getattr(stats, outcome) + 1)
 
 
 def _usage_chat(plan: _Plan) -> dict[str, int]:

@@ -13,22 +13,32 @@ CAPTURED_LOGGERS = ("uvicorn", "lesson", "sse_starlette")
 
 
 class LogBook(logging.Handler):
-    """A logging handler that appends one line per record to every open book."""
+    """A logging handler that appends one line per record to the right server's book.
+
+    A record logged on a server's own thread (its event loop) goes to that server's book
+    only; one logged anywhere else (a worker thread running a sync endpoint, the notebook)
+    goes to every open book, since it cannot tell which server it belongs to.
+    """
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
-        self._books: list[list[str]] = []
+        self._books: dict[int, tuple[list[str], int | None]] = {}
         self._lock_books = threading.Lock()
 
     def open_book(self) -> list[str]:
         book: list[str] = []
         with self._lock_books:
-            self._books.append(book)
+            self._books[id(book)] = (book, None)
         return book
+
+    def bind(self, book: list[str], thread_ident: int | None) -> None:
+        """Route the records of ``thread_ident`` to ``book`` alone."""
+        with self._lock_books:
+            self._books[id(book)] = (book, thread_ident)
 
     def close_book(self, book: list[str]) -> None:
         with self._lock_books:
-            self._books = [b for b in self._books if b is not book]
+            self._books.pop(id(book), None)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -39,7 +49,8 @@ class LogBook(logging.Handler):
         except Exception:  # a broken log call must never break a server
             line = f"{record.levelname} {record.name}: <unformattable message>"
         with self._lock_books:
-            for book in self._books:
+            owners = [book for book, ident in self._books.values() if ident == record.thread]
+            for book in owners or [book for book, _ in self._books.values()]:
                 book.append(line)
 
 

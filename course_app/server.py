@@ -112,6 +112,7 @@ class LessonServer:
             target=self._run, name=f"lesson-server-{self.name}", daemon=True
         )
         self._thread.start()
+        book.bind(self._book, self._thread.ident)
         self._wait_until_started()
         with _registry_lock:
             _registry[self.name] = self

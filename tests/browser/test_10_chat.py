@@ -1,0 +1,96 @@
+"""Lesson 10's chat page in a real Chromium, against the relay and the fake LLM server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from course_app import LessonServer, set_pace
+from course_app.exercise_loader import load_exercise
+from course_app.fake_openai import StreamStats
+from course_app.fake_openai import create_app as create_fake_llm
+from course_app.llm_settings import llm_settings
+
+RECORD_ARRIVALS = """
+window.__arrivals = [];
+document.addEventListener("DOMContentLoaded", () => {
+  new MutationObserver(() => window.__arrivals.push(performance.now()))
+    .observe(document.getElementById("log"), {childList: true, subtree: true, characterData: true});
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[LessonServer, LessonServer]]:
+    # Tokens 10 ms apart (the suite's pace would make them 1 ms): Stop must have something
+    # left to stop. The servers run in this process, so set_pace reaches them.
+    set_pace(0.2)
+    solution = load_exercise("10_llm_streaming", "solutions")
+    try:
+        with LessonServer(create_fake_llm(), name="b10-llm") as fake:
+            relay = solution.create_app(llm_settings(fake.url))
+            with LessonServer(relay, name="b10-relay") as relay_server:
+                yield fake, relay_server
+    finally:
+        set_pace(None)
+
+
+def send(page, prompt: str, simulate: str = "") -> None:
+    page.select_option("#simulate", simulate)
+    page.fill("#prompt", prompt)
+    page.click("#send")
+
+
+def test_reply_streams_in_token_by_token(servers, page) -> None:
+    _, relay = servers
+    page.add_init_script(RECORD_ARRIVALS)
+    page.goto(relay.url + "/")
+    send(page, "count to 30")
+    page.wait_for_function("document.getElementById('status').textContent === 'done'")
+    expected = ", ".join(str(n) for n in range(1, 31)) + "."
+    assert page.locator(".assistant").last.text_content() == expected
+    assert page.locator("#usage").text_content() == "(30 tokens)"
+    # The text grew over many separate moments, not in one go.
+    assert len(set(page.evaluate("window.__arrivals"))) >= 10
+
+
+def test_stop_halts_the_reply_and_cancels_the_upstream(servers, page) -> None:
+    fake, relay = servers
+    stats: StreamStats = fake.app.state.streams  # type: ignore[union-attr]
+    before = stats.cancelled
+    page.goto(relay.url + "/")
+    send(page, "count to 400")
+    page.wait_for_function("document.querySelector('.assistant').textContent.length > 5")
+    page.click("#stop")
+    page.wait_for_function("document.getElementById('status').textContent === 'stopped'")
+    deadline = time.monotonic() + 10
+    while stats.cancelled == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stats.cancelled == before + 1, "the fake LLM server never saw the upstream cancelled"
+    stopped_at = page.locator(".assistant").last.text_content()
+    page.wait_for_timeout(300)
+    assert page.locator(".assistant").last.text_content() == stopped_at
+    assert not stopped_at.endswith("400.")
+
+
+def test_a_midstream_error_is_shown_to_the_user(servers, page) -> None:
+    _, relay = servers
+    page.goto(relay.url + "/")
+    send(page, "hello", simulate="error-midstream")
+    page.wait_for_function("document.getElementById('status').textContent === 'failed'")
+    error = page.locator("#error").text_content()
+    assert error == "The model failed to answer."
+    assert page.locator(".assistant").last.text_content()  # the tokens before the failure stay
+
+
+def test_a_rate_limit_is_shown_as_retryable(servers, page) -> None:
+    _, relay = servers
+    page.goto(relay.url + "/")
+    send(page, "hello", simulate="rate-limit")
+    page.wait_for_function("document.getElementById('status').textContent === 'failed'")
+    assert (
+        page.locator("#error").text_content()
+        == "The model is busy. Try again in a moment. You can send it again."
+    )
