@@ -30,6 +30,7 @@ def safe_path(base_dir: Path, name: str) -> Path:
     # TODO: resolve base_dir and base_dir / name (resolve() follows symlinks and "..").
     #       Unless the result is inside the resolved base_dir (Path.is_relative_to) AND is
     #       a regular file, raise HTTPException(404): say nothing about what exists outside.
+    #       The file system may refuse a name (OSError, e.g. too long): that is a 404 too.
     raise NotImplementedError("TODO: write safe_path()")
 
 

@@ -30,12 +30,17 @@ def safe_path(base_dir: Path, name: str) -> Path:
     # TODO: resolve base_dir and base_dir / name (resolve() follows symlinks and "..").
     #       Unless the result is inside the resolved base_dir (Path.is_relative_to) AND is
     #       a regular file, raise HTTPException(404): say nothing about what exists outside.
+    #       The file system may refuse a name (OSError, e.g. too long): that is a 404 too.
     ### BEGIN SOLUTION
     if not name or name.startswith("/") or "\0" in name or "\\" in name:
         raise HTTPException(status_code=400, detail="invalid file name")
     base = base_dir.resolve()
-    candidate = (base / name).resolve()
-    if not candidate.is_relative_to(base) or not candidate.is_file():
+    try:
+        candidate = (base / name).resolve()
+        found = candidate.is_relative_to(base) and candidate.is_file()
+    except OSError:  # e.g. a name longer than the file system allows
+        found = False
+    if not found:
         raise HTTPException(status_code=404, detail="file not found")
     return candidate
     ### END SOLUTION

@@ -52,12 +52,14 @@ def test_download_in_a_subfolder(client: TestClient) -> None:
         "/download/%2e%2e%2fsecret.txt",
         "/download/sub%2F..%2F..%2Fsecret.txt",
         "/download/link-to-secret.txt",
+        "/download/%2e%2e",
         "/download/missing.txt",
         "/download/sub",
+        pytest.param("/download/" + "a" * 300, id="/download/<300 letters>"),
     ],
 )
 def test_nothing_outside_the_folder_is_served(client: TestClient, url: str) -> None:
-    """a path outside the folder (.., %2e%2e, a symlink) or a non-file is a 404"""
+    """a path outside the folder (.., %2e%2e, a symlink), a non-file or a too-long name is a 404"""
     response = client.get(url)
     assert response.status_code == 404
     assert b"SECRET" not in response.content

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
 
+import httpx
 import httpx_sse
 import pytest
 from fastapi.testclient import TestClient
@@ -129,8 +130,16 @@ def client(exercise: ModuleType) -> TestClient:
     return TestClient(exercise.app)
 
 
+def expect_200(client: TestClient, url: str, response: httpx.Response) -> None:
+    if response.status_code != 200:
+        response.read()
+        client.get(url)  # not a stream: re-raises the endpoint's exception, if it raised one
+        raise AssertionError(f"GET {url} answered {response.status_code}, expected 200")
+
+
 def stream_events(client: TestClient, url: str) -> list[tuple[str, str]]:
     with httpx_sse.connect_sse(client, "GET", url) as source:
+        expect_200(client, url, source.response)
         return [(event.event, event.data) for event in source.iter_sse()]
 
 
@@ -144,7 +153,18 @@ def test_endpoint_reports_a_failure_as_an_event(client: TestClient) -> None:
     """a failure after the first byte is a 200 whose last event is error"""
     events = stream_events(client, "/reports/daily/stream?fail_at=2")
     assert [kind for kind, _ in events] == ["row", "row", "error"]
-    assert "db.internal" not in events[-1][1]
+    assert json.loads(events[-1][1])["code"] == "internal"
+
+
+def test_endpoint_leaks_nothing_on_the_wire(client: TestClient) -> None:
+    """the bytes on the wire carry no exception text, type or traceback"""
+    url = "/reports/weekly/stream?fail_at=1"
+    with client.stream("GET", url) as response:
+        expect_200(client, url, response)
+        wire = b"".join(response.iter_raw()).decode()
+    assert "event: error" in wire
+    for secret in ("hunter2", "db.internal", "ConnectionError", "Traceback"):
+        assert secret not in wire, f"{secret!r} reached the client"
 
 
 def test_unknown_report_is_a_404_before_streaming(client: TestClient) -> None:
