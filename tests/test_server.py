@@ -85,7 +85,9 @@ def test_port_in_use_raises_a_clear_error_fast() -> None:
     with LessonServer(endless_app(), name="t-holder") as holder:
         started = time.monotonic()
         with pytest.raises(LessonServerError, match="address already in use"):
-            LessonServer(endless_app(), name="t-clash", port=holder.port, startup_timeout=30).start()
+            LessonServer(
+                endless_app(), name="t-clash", port=holder.port, startup_timeout=30
+            ).start()
         # Detected from the dead thread, not by waiting out the 30 s startup timeout.
         assert time.monotonic() - started < 10
 

@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from course_app import pace
 
+from task_helpers import cancel_and_wait
+
 
 async def collect(source: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in source]
@@ -157,14 +159,7 @@ def test_tracked_cancellation_propagates(exercise: ModuleType) -> None:
         waiter = asyncio.create_task(started.wait())
         await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
-        if task.done():  # it failed before the source got going: report that failure
-            task.result()
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        return task.cancelled(), log
+        return await cancel_and_wait(task), log
 
     cancelled, log = asyncio.run(main())
     assert log == ["opened", "closed: cancelled"]

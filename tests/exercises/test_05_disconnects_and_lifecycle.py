@@ -13,6 +13,8 @@ import pytest
 
 from course_app import LessonServer
 
+from task_helpers import cancel_and_wait
+
 
 def wait_until_released(streams, deadline_s: float = 10.0) -> int:
     deadline = time.monotonic() + deadline_s
@@ -106,14 +108,7 @@ def test_cancellation_propagates(exercise: ModuleType) -> None:
             await asyncio.sleep(0)
             if streams.open:
                 break
-        if task.done():
-            task.result()
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        return task.cancelled(), streams.open
+        return await cancel_and_wait(task), streams.open
 
     cancelled, still_open = asyncio.run(main())
     assert cancelled, "CancelledError was swallowed: the task finished instead"

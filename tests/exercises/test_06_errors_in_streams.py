@@ -14,6 +14,8 @@ import httpx_sse
 import pytest
 from fastapi.testclient import TestClient
 
+from task_helpers import cancel_and_wait
+
 Event = dict[str, Any]
 
 
@@ -111,14 +113,7 @@ def test_cancellation_propagates_and_closes_the_source(exercise: ModuleType) -> 
         task = asyncio.create_task(collect(exercise.safe_events(source.events(), item_timeout=30)))
         for _ in range(20):
             await asyncio.sleep(0)
-        if task.done():  # it failed early: show why
-            task.result()
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        return task.cancelled(), source.closed
+        return await cancel_and_wait(task), source.closed
 
     cancelled, closed = asyncio.run(main())
     assert cancelled, "CancelledError was swallowed"
