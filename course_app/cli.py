@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from course_app.checker import progress, run_check
 from course_app.exercise_loader import ExerciseImportError, load_exercise
@@ -122,7 +123,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_lab(args: argparse.Namespace) -> int:
     root = course_root()
     first = load_lessons()[0].path("notebook").relative_to(root)
-    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={root}", str(first)]
+    # The course's settings overrides: no news prompt, no update check (learners may be offline).
+    settings = Path(__file__).with_name("jupyterlab_settings")
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.app_settings_dir={settings}",
+        str(first),
+    ]
     return subprocess.call([*command, *args.jupyter_args], cwd=root)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -177,3 +178,40 @@ def test_serve_runs_the_lessons_app(course: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_lab_starts_jupyterlab_with_the_course_settings(tmp_path: Path) -> None:
+    """`course lab` serves the course in JupyterLab, with the news prompt and update check off"""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "course_app.cli", "lab", "--no-browser", f"--port={port}"]
+    command += ["--ServerApp.token=course-test", "--allow-root"]  # CI runs as root
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    lab = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    url = f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/apputils-extension:notification"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert lab.poll() is None, lab.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "JupyterLab did not answer within 90 s"
+            try:
+                response = httpx.get(url, headers={"Authorization": "token course-test"})
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+    finally:
+        lab.terminate()
+        try:
+            lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            lab.kill()
+            lab.wait()
+    assert response.status_code == 200
+    defaults = {
+        key: value["default"] for key, value in response.json()["schema"]["properties"].items()
+    }
+    assert defaults["fetchNews"] == "false"
+    assert defaults["checkForUpdates"] is False
