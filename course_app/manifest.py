@@ -59,7 +59,7 @@ def load_lessons(root: Path | None = None) -> list[Lesson]:
             hint=entry["hint"].strip(),
             serve=entry.get("serve"),
         )
-        for entry in data["lesson"]
+        for entry in sorted(data["lesson"], key=lambda entry: entry["number"])
     ]
 
 
