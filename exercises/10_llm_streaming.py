@@ -112,9 +112,9 @@ def create_app(settings: LLMSettings | None = None) -> FastAPI:
     async def chat_page() -> HTMLResponse:
         return html_page("10_chat.html")
 
-    # sse-starlette, not fastapi.sse: its disconnect listener cancels the generator every
-    # time the client leaves (benchmarks/sse_disconnect.py measures both), and that
-    # cancellation is what closes the upstream request.
+    # sse-starlette, not fastapi.sse, for send_timeout: a client that stops reading is
+    # dropped, and that cancellation closes the upstream request (native SSE has no such
+    # option). Either library cancels the generator when the client leaves.
     @app.post("/chat/stream")
     async def chat_stream(body: ChatRequest) -> EventSourceResponse:
         # The body is validated before the first byte: bad input is a 422, not a stream.
