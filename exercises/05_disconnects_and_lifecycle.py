@@ -53,6 +53,8 @@ async def numbered_events(
     # TODO: if asyncio.CancelledError arrives (the client left, or the server is shutting
     #       down), log it with logger.info(...) and RE-RAISE it.
     # TODO: release the connection in `finally`, so it happens exactly once on every path.
+    #       (A client too slow to read is dropped by send_timeout: sse-starlette then
+    #       closes the generator, so GeneratorExit, not CancelledError, arrives at `yield`.)
     raise NotImplementedError("TODO: write numbered_events()")
     yield  # keeps this a generator; replace both lines
 

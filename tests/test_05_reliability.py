@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -80,14 +81,21 @@ def test_200_abrupt_disconnects_leave_nothing_behind(server: LessonServer) -> No
 
 
 def test_a_client_that_stops_reading_is_dropped(server: LessonServer) -> None:
-    """send_timeout frees the stream of a frozen client; the server does not buffer forever."""
+    """send_timeout frees the stream of a frozen client, and the server buffers one event, not all"""
     streams = server.app.state.streams
-    frozen = open_stream(server.port, "/events?size=200000")
-    frozen.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    tracemalloc.start()  # the server runs in this process: its allocations are traced too
     try:
-        assert wait_for(lambda: streams.open == 1, 5)
-        # We never read: the socket buffers fill, sends stall, send_timeout fires.
-        assert wait_for(lambda: streams.open == 0), "the frozen client kept its stream"
-        assert any("cancelled" in line or "SendTimeout" in line for line in server.logs)
+        frozen = open_stream(server.port, "/events?size=200000")
+        frozen.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            assert wait_for(lambda: streams.open == 1, 5)
+            # We never read: the socket buffers fill, sends stall, send_timeout fires.
+            assert wait_for(lambda: streams.open == 0), "the frozen client kept its stream"
+            assert any("cancelled" in line or "SendTimeout" in line for line in server.logs)
+        finally:
+            frozen.close()
+        _, peak = tracemalloc.get_traced_memory()
     finally:
-        frozen.close()
+        tracemalloc.stop()
+    # A stalled send holds one 200 kB event, not a queue of them.
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MB buffered for a client that reads nothing"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -73,6 +74,22 @@ def test_error_releases(server: LessonServer) -> None:
     streams = server.app.state.streams
     assert wait_until_released(streams) == 0
     assert streams.peak == 1
+
+
+def test_frozen_client_releases(exercise: ModuleType) -> None:
+    """a client that stops reading is dropped by send_timeout: the connection is released"""
+    app = exercise.create_app(send_timeout=0.5)
+    with LessonServer(app, name="t05-frozen", grace=0.5) as server:
+        streams = server.app.state.streams
+        with socket.create_connection(("127.0.0.1", server.port)) as frozen:
+            frozen.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            frozen.sendall(b"GET /events?size=200000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            deadline = time.monotonic() + 10
+            while not streams.peak and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert streams.peak == 1, "the stream did not start"
+            # We never read: the socket buffers fill up, a send stalls, send_timeout fires.
+            assert wait_until_released(streams) == 0, "the frozen client kept its connection"
 
 
 def test_shutdown_releases(exercise: ModuleType) -> None:

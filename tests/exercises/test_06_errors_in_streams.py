@@ -23,9 +23,14 @@ class Source:
     """A test source that records whether it was closed."""
 
     def __init__(
-        self, count: int, *, fail_at: int | None = None, hang_at: int | None = None
+        self,
+        count: int,
+        *,
+        fail_at: int | None = None,
+        hang_at: int | None = None,
+        delay: float = 0,
     ) -> None:
-        self.count, self.fail_at, self.hang_at = count, fail_at, hang_at
+        self.count, self.fail_at, self.hang_at, self.delay = count, fail_at, hang_at, delay
         self.closed = False
 
     async def events(self) -> AsyncIterator[Event]:
@@ -36,7 +41,7 @@ class Source:
                 if number == self.hang_at:
                     await asyncio.Event().wait()
                 yield {"event": "row", "data": str(number)}
-                await asyncio.sleep(0)
+                await asyncio.sleep(self.delay)
         finally:
             self.closed = True
 
@@ -88,6 +93,13 @@ def test_stalled_source_times_out(exercise: ModuleType) -> None:
     payload = json.loads(events[-1]["data"])
     assert payload["code"] == "timeout" and payload["retryable"] is True
     assert source.closed
+
+
+def test_the_timeout_is_per_item_not_per_stream(exercise: ModuleType) -> None:
+    """a slow but steady source is no stall: the timeout bounds each row, not the whole stream"""
+    source = Source(15, delay=0.05)  # 0.75 s in all, each row well within 0.5 s
+    events = asyncio.run(collect(exercise.safe_events(source.events(), item_timeout=0.5)))
+    assert kinds(events) == ["row"] * 15 + ["done"]
 
 
 def test_client_leaving_closes_the_source_and_yields_nothing_more(exercise: ModuleType) -> None:
