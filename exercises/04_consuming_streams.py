@@ -80,9 +80,12 @@ def read_resumable(
     # TODO: status 204: return what you have. Another non-200 status counts as a failure
     #       (check event_source.response.status_code BEFORE iter_sse(), which raises on a
     #       non-SSE content type).
-    # TODO: for each event: remember sse.retry (milliseconds) when it is set, and sse.id
-    #       when it is not empty; collect (sse.id, sse.data) for "news" events; return on
-    #       "done". Any received event resets the count of failures in a row.
+    # TODO: for each event: remember sse.retry (milliseconds) when it is set and not
+    #       negative (httpx-sse parses "-1" too; lesson 03's parser would ignore it), and
+    #       sse.id when it is not empty; collect (sse.id, sse.data) for "news" events;
+    #       return on "done". Only progress, an id you had not seen yet, resets the count
+    #       of failures in a row: a server that says hello and then fails must not keep
+    #       you reconnecting forever.
     # TODO: a stream that ends without "done", or an httpx.TransportError, is a failure:
     #       after more than max_failures in a row raise GaveUp("... gave up after N ..."),
     #       else sleep(retry / 1000) and reconnect.

@@ -83,6 +83,9 @@ def test_format_comment(exercise: ModuleType) -> None:
     """format_event(comment=...) writes comment lines, one per line of the comment"""
     frame = exercise.format_event(comment="keep-alive\ndata: not an event")
     assert _fields(frame) == [("", "keep-alive"), ("", "data: not an event")], frame
+    # A lone CR ends a line too: "a\rdata: forged" must not smuggle in a data line.
+    frame = exercise.format_event(comment="a\rdata: forged")
+    assert _events(exercise, [frame]) == [], f"{frame!r} parses as an event"
 
 
 def _assert_rejected(exercise: ModuleType, bad: list[dict[str, Any]]) -> None:
@@ -174,6 +177,8 @@ def test_parse_bom(exercise: ModuleType) -> None:
         ("leading BOM is stripped", ["\ufeffdata: x\n\n"], [E(data="x")]),
         ("only one BOM is stripped", ["\ufeff\ufeffdata: x\n\n"], []),
         ("a BOM later is data", ["data: \ufeffx\n\n"], [E(data="\ufeffx")]),
+        ("a BOM at the start of a later chunk is data", ["data: ", "\ufeffx\n\n"],
+         [E(data="\ufeffx")]),
     ])  # fmt: skip
 
 
@@ -184,6 +189,8 @@ def test_parse_event_type(exercise: ModuleType) -> None:
         ("empty event name", ["event:\ndata: 1\n\n"], [E(data="1")]),
         ("event type resets", ["event: tick\ndata: 1\n\ndata: 2\n\n"],
          [E(data="1", event="tick"), E(data="2")]),
+        ("a blank line resets it even with no data", ["event: tick\n\ndata: x\n\n"],
+         [E(data="x")]),
     ])  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import ModuleType
 
 import httpx
@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
+from sse_starlette import EventSourceResponse
 
 from course_app import LessonServer
 
@@ -118,3 +119,87 @@ def test_client_gives_up_when_nothing_listens(exercise: ModuleType) -> None:
         url = server.url + "/events"
     with httpx.Client(timeout=2) as http, pytest.raises(exercise.GaveUp):
         exercise.read_resumable(url, client=http, max_failures=1, sleep=lambda _: None)
+
+
+def test_client_counts_failures_in_a_row_and_honours_retry(
+    exercise: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """three drops, each after progress, are not three failures in a row; retry: 250 is 0.25 s"""
+    monkeypatch.setattr(exercise, "RETRY_MS", 250)  # a value the client cannot guess
+    sleeps: list[float] = []
+    with (
+        LessonServer(exercise.create_app(total=10), name="t04-retry") as server,
+        httpx.Client(timeout=10) as http,
+    ):
+        received = exercise.read_resumable(
+            server.url + "/events?drop_after=3", client=http, max_failures=1, sleep=sleeps.append
+        )
+    assert [i for i, _ in received] == [str(n) for n in range(1, 11)]
+    assert sleeps == [0.25, 0.25, 0.25]
+
+
+def one_shot_app(*frames: dict) -> FastAPI:
+    """Every connection gets these frames, then the stream ends without "done"."""
+    app = FastAPI()
+
+    @app.get("/events")
+    async def events_route() -> EventSourceResponse:
+        async def stream():
+            for frame in frames:
+                yield frame
+
+        return EventSourceResponse(stream())
+
+    return app
+
+
+def bounded_sleeps(limit: int = 10) -> tuple[list[float], Callable[[float], None]]:
+    """A sleep() that records its delays and fails the test instead of reconnecting forever."""
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) > limit:
+            raise AssertionError(f"still reconnecting after {limit} attempts: never gave up")
+
+    return sleeps, sleep
+
+
+def test_a_hello_is_not_progress(exercise: ModuleType) -> None:
+    """a server that sends only retry + a comment, then fails, is given up on"""
+    app = one_shot_app({"retry": 100, "comment": "connected"})
+    sleeps, sleep = bounded_sleeps()
+    with LessonServer(app, name="t04-hello") as server, httpx.Client(timeout=10) as http:
+        with pytest.raises(exercise.GaveUp):
+            exercise.read_resumable(
+                server.url + "/events", client=http, max_failures=2, sleep=sleep
+            )
+    assert len(sleeps) == 2
+
+
+def test_a_negative_retry_is_ignored(exercise: ModuleType) -> None:
+    """retry: -1 is not a delay: the client keeps a valid one instead of crashing"""
+    app = one_shot_app({"retry": -1, "comment": "connected"})
+    sleeps, sleep = bounded_sleeps()
+    with LessonServer(app, name="t04-negative") as server, httpx.Client(timeout=10) as http:
+        with pytest.raises(exercise.GaveUp):
+            exercise.read_resumable(
+                server.url + "/events", client=http, max_failures=1, sleep=sleep
+            )
+    assert len(sleeps) == 1 and sleeps[0] >= 0
+
+
+def test_204_means_stop(exercise: ModuleType) -> None:
+    """an HTTP 204 ends reading at once: not a failure, no reconnect"""
+    app = FastAPI()
+
+    @app.get("/events", status_code=204)
+    async def events_route() -> None:
+        return None
+
+    sleeps: list[float] = []
+    with LessonServer(app, name="t04-204") as server, httpx.Client(timeout=10) as http:
+        assert (
+            exercise.read_resumable(server.url + "/events", client=http, sleep=sleeps.append) == []
+        )
+    assert sleeps == []
