@@ -72,6 +72,14 @@ def test_endpoint_204_when_nothing_is_left(client: TestClient) -> None:
     assert client.get("/events", headers={"Last-Event-ID": "10"}).status_code == 204
 
 
+def test_endpoint_resets_a_client_too_far_behind(exercise: ModuleType) -> None:
+    """Last-Event-ID older than the buffer: a reset event, then what the buffer still has"""
+    with TestClient(exercise.create_app(total=10, maxlen=3)) as small:
+        received = events(small, {"Last-Event-ID": "2"})
+    named = [(kind, i) for kind, i in received if kind != "message"]  # skip the retry frame
+    assert named == [("reset", ""), ("news", "8"), ("news", "9"), ("news", "10"), ("done", "10")]
+
+
 def test_endpoint_rejects_a_malformed_last_event_id(client: TestClient) -> None:
     """a Last-Event-ID that is not an event id is a 400, not a traceback"""
     response = client.get("/events", headers={"Last-Event-ID": "../../etc"})
