@@ -1,5 +1,6 @@
 """Lesson 00 warm-up: countdown() and the /countdown stream."""
 
+import inspect
 from types import ModuleType
 
 import pytest
@@ -25,6 +26,7 @@ def test_countdown_rejects_negative_start(exercise: ModuleType) -> None:
 def test_countdown_is_lazy(exercise: ModuleType) -> None:
     """countdown is a generator: it yields one item at a time"""
     items = exercise.countdown(1000)
+    assert inspect.isgenerator(items), "use yield, so items are produced one at a time"
     assert next(items) == "1000"
 
 
