@@ -7,11 +7,17 @@ It speaks the real wire formats, so the official ``openai`` SDK talks to it over
   ``finish_reason``, a usage chunk with ``choices: []`` when
   ``stream_options.include_usage`` is set) and ``data: [DONE]``.
 - ``POST /v1/responses``: a Response or, streamed, ``event: response.created`` ...
-  ``response.output_text.delta`` ... ``response.completed`` with ``sequence_number``.
+  ``response.output_text.delta`` ... ``response.completed`` with ``sequence_number``
+  (``response.incomplete``, status ``incomplete``, when ``max_output_tokens`` cuts it).
 - ``GET /v1/models``.
 
+Requests are checked like the API checks them, with its error shape
+(``{"error": {"message", "type", "param", "code"}}``): a parameter the API does not know is
+a 400, ``stream_options`` without ``stream: true`` is a 400, ``param`` names the failing
+field (``messages[0].role``), and an unknown path is a 404.
+
 Replies are scripted from the last user message, so the same prompt always streams the
-same tokens, at one token per ``token_delay`` seconds scaled by the course pace.
+same tokens: the first after 0.1 s, then one every 0.05 s, scaled by the course pace.
 
 Faults, chosen per request with the ``X-Fake-Fault`` header or a model suffix
 (``course-mini@rate-limit``): ``latency`` (slow first token), ``error-midstream`` (an error
@@ -37,7 +43,11 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from openai.types.chat.completion_create_params import CompletionCreateParamsBase
+from openai.types.responses.response_create_params import ResponseCreateParamsBase
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from course_app import pace
 
@@ -52,34 +62,63 @@ logger = logging.getLogger("lesson.fake_openai")
 # -- requests -------------------------------------------------------------------------------
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="allow")  # unknown parameters are accepted, like the API
+def _parameters(params: type) -> frozenset[str]:
+    return frozenset(params.__required_keys__ | params.__optional_keys__) | {"stream"}
 
 
-class ChatMessage(_Lenient):
+# The top-level parameters the API knows, as the installed SDK sends them. Anything else is
+# a 400, as on the real API (an ``extra_body`` typo does not pass silently). Known
+# parameters the fake does not model (temperature, tools, ...) are accepted and ignored.
+CHAT_PARAMETERS = _parameters(CompletionCreateParamsBase)
+RESPONSES_PARAMETERS = _parameters(ResponseCreateParamsBase)
+
+
+def _text_or_parts(value: Any) -> Any:
+    """Content and input are a string or an array of parts (objects); null is checked later."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(part, dict) for part in value):
+        return value
+    raise PydanticCustomError("content_type", "expected a string or an array of objects")
+
+
+class _Checked(BaseModel):
+    # strict: `"stream": "yes"` or `"max_tokens": "5"` is a 400, not quietly converted.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class ChatMessage(BaseModel):
+    # Message fields the fake does not model (name, tool_calls, ...) are kept, not checked.
+    model_config = ConfigDict(strict=True, extra="allow")
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: Any = None  # required, see _missing_content; a string or parts
+
+    _content = field_validator("content")(_text_or_parts)
 
 
-class StreamOptions(_Lenient):
+class StreamOptions(_Checked):
     include_usage: bool = False
 
 
-class ChatRequest(_Lenient):
+class ChatRequest(_Checked):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
 
-class ResponsesRequest(_Lenient):
+class ResponsesRequest(_Checked):
     model: str
-    input: str | list[dict[str, Any]]
+    input: Any  # a string or an array of input items
     instructions: str | None = None
-    stream: bool = False
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
+
+    _input = field_validator("input")(_text_or_parts)
 
 
 # -- the "model" ----------------------------------------------------------------------------
@@ -149,6 +188,7 @@ class _Plan:
     tokens: list[str]
     finish_reason: str
     ident: str
+    echo: tuple[tuple[str, Any], ...] = ()  # request fields a Response object repeats
 
 
 def _error(
@@ -164,19 +204,69 @@ def _error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _param_path(loc: tuple[int | str, ...]) -> str | None:
+    """Pydantic's ``("messages", 0, "role")`` as the API writes it: ``messages[0].role``."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else part
+    return path or None
+
+
+def _missing(param: str) -> JSONResponse:
+    return _error(
+        400,
+        f"Missing required parameter: '{param}'.",
+        param=param,
+        code="missing_required_parameter",
+    )
+
+
 def _validation_error(exc: ValidationError) -> JSONResponse:
     first = exc.errors()[0]
-    param = ".".join(str(part) for part in first["loc"]) or None
-    if first["type"] == "missing":
+    param = _param_path(first["loc"])
+    if first["type"] == "missing" and param is not None:
+        return _missing(param)
+    if first["type"].endswith("_type"):  # bool_type, int_type, content_type, ...
         return _error(
-            400,
-            f"Missing required parameter: '{param}'.",
-            param=param,
-            code="missing_required_parameter",
+            400, f"Invalid type for '{param}': {first['msg']}.", param=param, code="invalid_type"
         )
     return _error(
         400, f"Invalid value for '{param}': {first['msg']}.", param=param, code="invalid_value"
     )
+
+
+def _unknown_parameters(body: dict[str, Any], known: frozenset[str]) -> list[str]:
+    return sorted(set(body) - known)
+
+
+def _stream_options_without_stream(req: ChatRequest | ResponsesRequest) -> JSONResponse | None:
+    if req.stream_options is not None and not req.stream:
+        return _error(
+            400,
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+        )
+    return None
+
+
+def _missing_content(chat: ChatRequest) -> JSONResponse | None:
+    """Every message needs content, except an assistant message that calls tools."""
+    for index, message in enumerate(chat.messages):
+        extra = message.model_extra or {}
+        if message.content is not None or (
+            message.role == "assistant" and (extra.get("tool_calls") or extra.get("function_call"))
+        ):
+            continue
+        param = f"messages[{index}].content"
+        if "content" not in message.model_fields_set:
+            return _missing(param)
+        return _error(
+            400,
+            f"Invalid type for '{param}': expected a string or an array of objects, got null.",
+            param=param,
+            code="invalid_type",
+        )
+    return None
 
 
 def _split_model(model: str, header_fault: str | None) -> tuple[str, str | None] | JSONResponse:
@@ -218,13 +308,15 @@ def _plan(
     prompt: str,
     context: str,
     limit: int | None,
+    echo: dict[str, Any] | None = None,
 ) -> _Plan:
     tokens = tokenize(reply_to(prompt))
     finish_reason = "stop"
     if limit is not None and len(tokens) > limit:
         tokens, finish_reason = tokens[:limit], "length"
     digest = hashlib.sha256(request_body.model_dump_json().encode()).hexdigest()[:24]
-    return _Plan(model, fault, len(tokenize(context)), tokens, finish_reason, digest)
+    echoed = tuple((echo or {}).items())
+    return _Plan(model, fault, len(tokenize(context)), tokens, finish_reason, digest, echoed)
 
 
 def _sse(data: dict[str, Any] | str, event: str | None = None) -> bytes:
@@ -293,20 +385,27 @@ async def _chat_stream(
     yield _sse("[DONE]")
 
 
+def _final_status(plan: _Plan) -> str:
+    """``incomplete`` when ``max_output_tokens`` cut the answer, else ``completed``."""
+    return "incomplete" if plan.finish_reason == "length" else "completed"
+
+
 def _response_object(plan: _Plan, status: str, text: str | None) -> dict[str, Any]:
     output = []
     if text is not None:
-        output = [_message_item(plan, "completed", text)]
-    completed = status == "completed"
+        output = [_message_item(plan, status, text)]
+    finished = status in {"completed", "incomplete"}
+    incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
+    echo = dict(plan.echo)
     return {
         "id": f"resp_{plan.ident}",
         "object": "response",
         "created_at": CREATED,
         "status": status,
         "error": None,
-        "incomplete_details": None,
-        "instructions": None,
-        "max_output_tokens": None,
+        "incomplete_details": incomplete,
+        "instructions": echo.get("instructions"),
+        "max_output_tokens": echo.get("max_output_tokens"),
         "model": plan.model,
         "output": output,
         "parallel_tool_calls": True,
@@ -325,7 +424,7 @@ def _response_object(plan: _Plan, status: str, text: str | None) -> dict[str, An
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": plan.prompt_tokens + len(plan.tokens),
         }
-        if completed
+        if finished
         else None,
     }
 
@@ -370,16 +469,15 @@ async def _responses_stream(plan: _Plan, stats: StreamStats) -> AsyncIterator[by
     except _MidstreamError as exc:
         yield event("error", code="server_error", message=str(exc), param=None)
         return
+    status = _final_status(plan)  # the item and the response end the same way
     yield event("response.output_text.done", **where, text=text, logprobs=[])
     yield event(
         "response.content_part.done",
         **where,
         part={"type": "output_text", "text": text, "annotations": []},
     )
-    yield event(
-        "response.output_item.done", output_index=0, item=_message_item(plan, "completed", text)
-    )
-    yield event("response.completed", response=_response_object(plan, "completed", text))
+    yield event("response.output_item.done", output_index=0, item=_message_item(plan, status, text))
+    yield event(f"response.{status}", response=_response_object(plan, status, text))
 
 
 def _early_fault(fault: str | None) -> JSONResponse | None:
@@ -416,8 +514,21 @@ async def _collect(plan: _Plan, stats: StreamStats) -> str | None:
 
 def create_app() -> FastAPI:
     """The fake OpenAI API as a FastAPI app; serve it with :func:`course_app.serve`."""
-    app = FastAPI(title="Fake OpenAI-compatible API (course_app)", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Fake OpenAI-compatible API (course_app)",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.streams = StreamStats()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own 404/405 are {"detail": ...}: answer in the API's error shape instead.
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        return _error(exc.status_code, message, headers=exc.headers)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -431,10 +542,17 @@ def create_app() -> FastAPI:
         body = await _json_body(request)
         if isinstance(body, JSONResponse):
             return body
+        if unknown := _unknown_parameters(body, CHAT_PARAMETERS):
+            plural = "s" if len(unknown) > 1 else ""
+            return _error(
+                400, f"Unrecognized request argument{plural} supplied: {', '.join(unknown)}"
+            )
         try:
             chat = ChatRequest.model_validate(body)
         except ValidationError as exc:
             return _validation_error(exc)
+        if problem := _stream_options_without_stream(chat) or _missing_content(chat):
+            return problem
         split = _split_model(chat.model, request.headers.get("x-fake-fault"))
         if isinstance(split, JSONResponse):
             return split
@@ -479,10 +597,21 @@ def create_app() -> FastAPI:
         body = await _json_body(request)
         if isinstance(body, JSONResponse):
             return body
+        if unknown := _unknown_parameters(body, RESPONSES_PARAMETERS):
+            return _error(
+                400,
+                f"Unknown parameter: '{unknown[0]}'.",
+                param=unknown[0],
+                code="unknown_parameter",
+            )
         try:
             req = ResponsesRequest.model_validate(body)
         except ValidationError as exc:
             return _validation_error(exc)
+        if problem := _stream_options_without_stream(req):
+            return problem
+        if req.input is None:
+            return _missing("input")
         split = _split_model(req.model, request.headers.get("x-fake-fault"))
         if isinstance(split, JSONResponse):
             return split
@@ -496,7 +625,8 @@ def create_app() -> FastAPI:
             prompt = _text_of(users[-1].get("content")) if users else ""
             context = " ".join(_text_of(item.get("content")) for item in req.input)
         context = f"{req.instructions or ''} {context}"
-        plan = _plan(req, model, fault, prompt, context, req.max_output_tokens)
+        echo = {"instructions": req.instructions, "max_output_tokens": req.max_output_tokens}
+        plan = _plan(req, model, fault, prompt, context, req.max_output_tokens, echo)
         stats: StreamStats = app.state.streams
         if req.stream:
             return _streaming(_responses_stream(plan, stats))
@@ -505,6 +635,6 @@ def create_app() -> FastAPI:
             return _error(
                 500, "The fake model failed (fault 'error-midstream').", type="server_error"
             )
-        return JSONResponse(_response_object(plan, "completed", text))
+        return JSONResponse(_response_object(plan, _final_status(plan), text))
 
     return app

@@ -47,6 +47,13 @@ class ChatRequest(BaseModel):
 
 Event = dict[str, str]  # sse-starlette's event dict: {"event": ..., "data": ...}
 
+# The only texts an error event carries, by code: safe to show to a user.
+SAFE_MESSAGES = {
+    "rate_limited": "The model is busy. Try again in a moment.",
+    "upstream_unavailable": "Lost the connection to the model.",
+    "upstream_error": "The model failed to answer.",
+}
+
 
 def sse_event(kind: str, payload: dict[str, Any]) -> Event:
     """An event whose data is JSON (sse-starlette sends data as text: encode it yourself)."""
@@ -70,13 +77,13 @@ async def relay_tokens(
     # TODO: for every chunk: `chunk.choices` may be EMPTY (the last, usage-only chunk), so
     #       never index [0] blindly. Yield sse_event("token", {"text": ...}) for each
     #       non-empty delta.content; remember chunk.usage and the finish_reason.
-    # TODO: close the upstream stream however the loop ends (`async with stream:`): when the
-    #       client disconnects, this generator is cancelled, and closing the stream is what
-    #       tells the model to stop generating.
+    # TODO: close the upstream stream however the loop ends (`async with stream:`), also
+    #       when this generator is closed at a yield (sse-starlette calls aclose() on it when
+    #       a send fails or times out): closing the stream is what stops the model.
     # TODO: after a normal end yield sse_event("done", {"finish_reason": ...,
     #       "usage": {...} or None}).
-    # TODO: turn upstream failures into ONE error_event(...) and log the real exception with
-    #       logger.warning(...); never put str(exc) in the event:
+    # TODO: turn upstream failures into ONE error_event(code, SAFE_MESSAGES[code], ...) and
+    #       log the real exception with logger.warning(...); never put str(exc) in the event:
     #       openai.RateLimitError -> "rate_limited" (retryable), openai.APIConnectionError ->
     #       "upstream_unavailable" (retryable), any other openai.APIError -> "upstream_error"
     #       (retryable only if it is an APIStatusError with status >= 500).
@@ -102,20 +109,18 @@ async def relay_tokens(
                         finish_reason = choice.finish_reason
     except openai.RateLimitError as exc:
         logger.warning("upstream rate limit: %s", exc)
-        yield error_event(
-            "rate_limited", "The model is busy. Try again in a moment.", retryable=True
-        )
+        yield error_event("rate_limited", SAFE_MESSAGES["rate_limited"], retryable=True)
         return
     except openai.APIConnectionError as exc:
         logger.warning("upstream connection failed: %s", exc)
         yield error_event(
-            "upstream_unavailable", "Lost the connection to the model.", retryable=True
+            "upstream_unavailable", SAFE_MESSAGES["upstream_unavailable"], retryable=True
         )
         return
     except openai.APIError as exc:
         logger.warning("upstream error: %s", exc)
         retryable = isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
-        yield error_event("upstream_error", "The model failed to answer.", retryable=retryable)
+        yield error_event("upstream_error", SAFE_MESSAGES["upstream_error"], retryable=retryable)
         return
     yield sse_event("done", {"finish_reason": finish_reason, "usage": usage})
     ### END SOLUTION
@@ -150,8 +155,9 @@ def create_app(settings: LLMSettings | None = None) -> FastAPI:
         return html_page("10_chat.html")
 
     # sse-starlette, not fastapi.sse, for send_timeout: a client that stops reading is
-    # dropped, and that cancellation closes the upstream request (native SSE has no such
-    # option). Either library cancels the generator when the client leaves.
+    # dropped, and sse-starlette then closes relay_tokens() with aclose(), which closes the
+    # upstream request through its `async with stream:` (native SSE has no such option).
+    # Either library cancels the generator when the client leaves.
     @app.post("/chat/stream")
     async def chat_stream(body: ChatRequest) -> EventSourceResponse:
         # The body is validated before the first byte: bad input is a 422, not a stream.

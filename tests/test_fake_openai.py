@@ -259,3 +259,225 @@ def test_client_that_leaves_is_counted_as_cancelled(
         time.sleep(0.02)
     assert stats(server).cancelled == before + 1
     assert any("cancelled" in line for line in server.logs)
+
+
+def test_responses_cut_by_max_output_tokens_end_incomplete(client: openai.OpenAI) -> None:
+    events = list(
+        client.responses.create(
+            model="course-mini",
+            input="count to 10",
+            instructions="Count.",
+            max_output_tokens=2,
+            stream=True,
+        )
+    )
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "response.incomplete" and "response.completed" not in kinds
+    final = events[-1].response
+    assert final.status == "incomplete"
+    assert final.incomplete_details is not None
+    assert final.incomplete_details.reason == "max_output_tokens"
+    assert (final.instructions, final.max_output_tokens) == ("Count.", 2)
+    assert final.output_text == "1, 2,"
+    assert final.output[0].status == "incomplete"  # type: ignore[union-attr]
+
+
+def test_responses_without_streaming_cut_by_max_output_tokens(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model="course-mini", input="count to 10", max_output_tokens=3
+    )
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.max_output_tokens == 3
+    assert response.output_text == "1, 2, 3,"
+    assert response.usage is not None and response.usage.output_tokens == 3
+
+
+def test_responses_echo_instructions_when_completed(client: openai.OpenAI) -> None:
+    response = client.responses.create(
+        model="course-mini", input="count to 2", instructions="Count.", max_output_tokens=50
+    )
+    assert response.status == "completed" and response.incomplete_details is None
+    assert (response.instructions, response.max_output_tokens) == ("Count.", 50)
+
+
+CHAT = "/v1/chat/completions"
+RESPONSES = "/v1/responses"
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code", "param"),
+    [
+        (
+            CHAT,
+            {"model": "course-mini", "messages": HI, "stream": "true"},
+            "invalid_type",
+            "stream",
+        ),
+        (CHAT, {"model": "course-mini", "messages": HI, "stream": 1}, "invalid_type", "stream"),
+        (
+            RESPONSES,
+            {"model": "course-mini", "input": "hi", "stream": "yes"},
+            "invalid_type",
+            "stream",
+        ),
+        (
+            CHAT,
+            {"model": "course-mini", "messages": [{"role": "user"}]},
+            "missing_required_parameter",
+            "messages[0].content",
+        ),
+        (
+            CHAT,
+            {"model": "course-mini", "messages": [*HI, {"role": "user", "content": None}]},
+            "invalid_type",
+            "messages[1].content",
+        ),
+        (
+            CHAT,
+            {"model": "course-mini", "messages": [*HI, {"role": "user", "content": 5}]},
+            "invalid_type",
+            "messages[1].content",
+        ),
+        (
+            CHAT,
+            {"model": "course-mini", "messages": [{"role": "robot", "content": "x"}]},
+            "invalid_value",
+            "messages[0].role",
+        ),
+        (
+            CHAT,
+            {"model": "course-mini", "messages": HI, "stream_options": {"include_usage": True}},
+            None,
+            "stream_options",
+        ),
+        (
+            CHAT,
+            {
+                "model": "course-mini",
+                "messages": HI,
+                "stream": False,
+                "stream_options": {"include_usage": True},
+            },
+            None,
+            "stream_options",
+        ),
+        (
+            RESPONSES,
+            {"model": "course-mini", "input": "hi", "stream_options": {"include_usage": True}},
+            None,
+            "stream_options",
+        ),
+        (
+            CHAT,
+            {"model": "course-mini", "messages": HI, "max_tokens": "5"},
+            "invalid_type",
+            "max_tokens",
+        ),
+        (RESPONSES, {"model": "course-mini"}, "missing_required_parameter", "input"),
+        (RESPONSES, {"model": "course-mini", "input": None}, "missing_required_parameter", "input"),
+    ],
+)
+def test_invalid_parameters_are_400_with_the_param_path(
+    server: LessonServer, path: str, body: dict, code: str | None, param: str | None
+) -> None:
+    response = httpx.post(server.url + path, json=body, headers={"authorization": "Bearer course"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, param)
+    assert error["message"]
+    if param == "stream_options":
+        assert error["message"] == (
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+        )
+
+
+def test_unknown_chat_parameters_are_400(server: LessonServer) -> None:
+    body = {"model": "course-mini", "messages": HI, "temprature": 0.5, "top_k": 3}
+    response = httpx.post(server.url + CHAT, json=body, headers={"authorization": "Bearer course"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "message": "Unrecognized request arguments supplied: temprature, top_k",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+
+
+def test_unknown_responses_parameter_is_400(server: LessonServer) -> None:
+    body = {"model": "course-mini", "input": "hi", "max_tokens": 5}
+    response = httpx.post(
+        server.url + RESPONSES, json=body, headers={"authorization": "Bearer course"}
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("max_tokens", "unknown_parameter")
+
+
+def test_known_parameters_the_fake_ignores_are_accepted(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="course-mini", messages=USER_HELLO, temperature=0.2, seed=7, user="learner", n=1
+    )
+    assert completion.choices[0].message.content == HELLO
+    response = client.responses.create(
+        model="course-mini", input="hi", temperature=0.2, store=False, metadata={"k": "v"}
+    )
+    assert response.output_text == reply_to("hi")
+
+
+def test_the_sdk_sees_unknown_parameters_as_bad_requests(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="Unrecognized request argument"):
+        client.chat.completions.create(
+            model="course-mini", messages=USER_HELLO, extra_body={"temprature": 0}
+        )
+    with pytest.raises(openai.BadRequestError, match="stream_options"):
+        client.chat.completions.create(
+            model="course-mini", messages=USER_HELLO, stream_options={"include_usage": True}
+        )
+
+
+def test_an_assistant_message_may_omit_content_when_it_calls_tools(
+    client: openai.OpenAI,
+) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    completion = client.chat.completions.create(
+        model="course-mini",
+        messages=[
+            {"role": "user", "content": "count to 1"},
+            {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+        ],
+    )
+    assert completion.choices[0].message.content == "1."
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("POST", "/v1/chat/completion", 404),
+        ("GET", "/v1/nothing", 404),
+        ("GET", "/", 404),
+        ("GET", "/openapi.json", 404),
+        ("GET", "/v1/chat/completions", 405),
+    ],
+)
+def test_unknown_paths_get_the_apis_error_shape(
+    server: LessonServer, method: str, path: str, status: int
+) -> None:
+    response = httpx.request(method, server.url + path, headers={"authorization": "Bearer course"})
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    if status == 404:
+        assert error["message"] == f"Invalid URL ({method} {path})"
+
+
+def test_the_sdk_sees_an_unknown_path_as_not_found(server: LessonServer) -> None:
+    client = openai.OpenAI(base_url=server.url + "/v2", api_key="course", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="Invalid URL"):
+        client.models.list()

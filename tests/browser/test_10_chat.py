@@ -43,6 +43,15 @@ def send(page, prompt: str, simulate: str = "") -> None:
     page.click("#send")
 
 
+def cancelled_lines(fake: LessonServer) -> int:
+    # The fake server logs "stream <id> cancelled: the client left ..." for each one.
+    return sum("cancelled" in line for line in fake.logs)
+
+
+def wait_for_status(page, status: str) -> None:
+    page.wait_for_function(f"document.getElementById('status').textContent === '{status}'")
+
+
 def test_reply_streams_in_token_by_token(servers, page) -> None:
     _, relay = servers
     page.add_init_script(RECORD_ARRIVALS)
@@ -59,7 +68,7 @@ def test_reply_streams_in_token_by_token(servers, page) -> None:
 def test_stop_halts_the_reply_and_cancels_the_upstream(servers, page) -> None:
     fake, relay = servers
     stats: StreamStats = fake.app.state.streams  # type: ignore[union-attr]
-    before = stats.cancelled
+    before, logged_before = stats.cancelled, cancelled_lines(fake)
     page.goto(relay.url + "/")
     send(page, "count to 400")
     page.wait_for_function("document.querySelector('.assistant').textContent.length > 5")
@@ -69,6 +78,10 @@ def test_stop_halts_the_reply_and_cancels_the_upstream(servers, page) -> None:
     while stats.cancelled == before and time.monotonic() < deadline:
         time.sleep(0.02)
     assert stats.cancelled == before + 1, "the fake LLM server never saw the upstream cancelled"
+    deadline = time.monotonic() + 5  # logged before the count moves: this is only a bound
+    while cancelled_lines(fake) == logged_before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert cancelled_lines(fake) == logged_before + 1, fake.logs[-5:]
     stopped_at = page.locator(".assistant").last.text_content()
     page.wait_for_timeout(300)
     assert page.locator(".assistant").last.text_content() == stopped_at
@@ -94,3 +107,37 @@ def test_a_rate_limit_is_shown_as_retryable(servers, page) -> None:
         page.locator("#error").text_content()
         == "The model is busy. Try again in a moment. You can send it again."
     )
+
+
+def test_failed_and_stopped_turns_are_not_sent_again(servers, page) -> None:
+    _, relay = servers
+    page.goto(relay.url + "/")
+    send(page, "count to 2")
+    wait_for_status(page, "done")
+    send(page, "hello", simulate="rate-limit")  # an error event, before any token
+    wait_for_status(page, "failed")
+    send(page, "count to 400")
+    page.wait_for_function("document.querySelector('.assistant:last-child').textContent.length > 5")
+    page.click("#stop")
+    wait_for_status(page, "stopped")
+    page.route(  # a non-OK response: the relay's own 422 would need an invalid history
+        "**/chat/stream", lambda route: route.fulfill(status=503, body="busy"), times=1
+    )
+    send(page, "hi there")
+    wait_for_status(page, "failed")
+    assert page.locator("#error").text_content() == "Connection problem: the server answered 503."
+
+    with page.expect_request("**/chat/stream") as request:
+        send(page, "count to 3")
+    wait_for_status(page, "done")
+    assert request.value.post_data_json["messages"] == [
+        {"role": "user", "content": "count to 2"},
+        {"role": "assistant", "content": "1, 2."},
+        {"role": "user", "content": "count to 3"},
+    ]
+    # The three unfinished turns stay on screen, marked, so the user can see what was lost.
+    assert page.locator(".user.dropped").all_text_contents() == [
+        "hello",
+        "count to 400",
+        "hi there",
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 from course_app import LessonServer
 from course_app.fake_openai import StreamStats
 from course_app.fake_openai import create_app as create_fake_llm
-from course_app.llm_settings import llm_settings
+from course_app.llm_settings import async_client, llm_settings
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +86,17 @@ def test_upstream_failures_become_one_error_event(
 
 
 @pytest.mark.parametrize("fault", ["rate-limit", "server-error", "error-midstream", "drop"])
-def test_no_internals_leak_to_the_client(relay: TestClient, fault: str) -> None:
-    """error events never carry the upstream's own error text"""
+def test_no_internals_leak_to_the_client(
+    exercise: ModuleType, relay: TestClient, fault: str
+) -> None:
+    """error events never carry the upstream's own error text, only a SAFE_MESSAGES text"""
     body = {"messages": [{"role": "user", "content": "hello"}], "simulate": fault}
     text = relay.post("/chat/stream", json=body).text
     for secret in ("fault", "Error code", "Traceback", "course-mini", "fake"):
         assert secret not in text
+    # str(exc) can look harmless ("Connection error.") and still be the upstream's text.
+    error = chat(relay, "hello", simulate=fault)[-1][1]
+    assert error["message"] in exercise.SAFE_MESSAGES.values()
 
 
 @pytest.mark.parametrize(
@@ -142,3 +148,38 @@ def test_client_leaving_cancels_the_upstream(exercise: ModuleType, fake_llm: Les
                 client, "POST", relay_server.url + "/chat/stream", json=body
             ) as source:
                 assert [e.event for e in source.iter_sse()] == ["token", "token", "done"]
+
+
+def test_closing_the_relay_closes_the_upstream(
+    exercise: ModuleType, fake_llm: LessonServer
+) -> None:
+    """closing relay_tokens() at a yield (aclose()) closes the upstream request too"""
+    # sse-starlette closes the generator this way when a send fails or times out: it is
+    # suspended at a yield, so no cancellation reaches the SDK's stream; only the relay's
+    # own `async with stream:` closes it. (A client that simply leaves usually cancels the
+    # generator while it waits for a token, and the SDK cleans up on that by itself.)
+    stats: StreamStats = fake_llm.app.state.streams  # type: ignore[union-attr]
+    settings = llm_settings(fake_llm.url)
+
+    async def run() -> int:
+        client = async_client(settings)
+        try:
+            before = stats.cancelled
+            messages = [{"role": "user", "content": "count to 400"}]
+            relay = exercise.relay_tokens(client, settings.model, messages)
+            for _ in range(3):
+                assert (await anext(relay))["event"] == "token"
+            await relay.aclose()
+            deadline = time.monotonic() + 5  # a bound, not a speed requirement
+            while time.monotonic() < deadline:
+                if stats.cancelled != before:
+                    break
+                # Poll on this loop: leaving asyncio.run() would finalize the SDK's stream.
+                await asyncio.sleep(0.02)
+            return stats.cancelled - before
+        finally:
+            await client.close()
+
+    assert asyncio.run(run()) == 1, (
+        "the upstream kept generating after relay_tokens() was closed at a yield"
+    )
