@@ -32,9 +32,12 @@ async def ticker(count: int, interval: float = 0.5) -> AsyncIterator[int]:
 async def take(source: AsyncIterable[T], n: int) -> AsyncIterator[T]:
     """Yield at most ``n`` items of ``source``, then close it so its cleanup runs now."""
     # TODO: raise ValueError if n is negative.
-    # TODO: yield items from `source` until you have yielded n of them (n == 0: none).
+    # TODO: yield items from `source`, and stop as soon as you have yielded n of them
+    #       (n == 0: none). Don't ask the source for one more item to find out: it may
+    #       never come.
     # TODO: in a `finally`, close the source: `await source.aclose()` if it has an `aclose`
-    #       method (async generators do). Breaking out of a loop does NOT close an async
+    #       method (async generators do). `finally` also runs when the consumer closes
+    #       take() at a `yield`. Breaking out of a loop does NOT close an async
     #       generator; without aclose() its cleanup waits for the garbage collector.
     raise NotImplementedError("TODO: write take()")
     yield  # keeps this a generator; replace both lines

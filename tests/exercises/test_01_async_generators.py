@@ -104,6 +104,44 @@ def test_take_closes_the_source_right_away(exercise: ModuleType) -> None:
     assert asyncio.run(main()) == ["source cleaned up", "took [0, 1]"]
 
 
+def test_take_does_not_wait_for_one_item_too_many(exercise: ModuleType) -> None:
+    """take(source, 2) finishes after the second item, without asking the source for a third"""
+
+    async def two_then_silence() -> AsyncIterator[int]:
+        yield 0
+        yield 1
+        await asyncio.Event().wait()  # never set: a third item never comes
+        yield 2
+
+    async def main() -> list[int]:
+        # A generous bound, so a take() that waits for a third item fails instead of hanging.
+        return await asyncio.wait_for(collect(exercise.take(two_then_silence(), 2)), 5)
+
+    try:
+        items = asyncio.run(main())
+    except TimeoutError:
+        pytest.fail(
+            "take(source, 2) never finished: after the second item it asked the source for"
+            " a third one, which never came. Stop as soon as you have yielded n items."
+        )
+    assert items == [0, 1]
+
+
+def test_take_closes_the_source_when_the_consumer_leaves(exercise: ModuleType) -> None:
+    """take() closes its source when the consumer takes one item and then closes take()"""
+
+    async def main() -> list[str]:
+        log: list[str] = []
+        source = numbers(10, log)  # kept alive here, so only aclose() can run its cleanup
+        stream = exercise.take(source, 5)
+        first = await anext(stream)
+        await stream.aclose()  # the consumer leaves: GeneratorExit at take()'s yield
+        log.append(f"took {first}, then closed take()")
+        return list(log)  # a copy: asyncio.run() closes leftover generators afterwards
+
+    assert asyncio.run(main()) == ["source cleaned up", "took 0, then closed take()"]
+
+
 def test_tracked_normal_end(exercise: ModuleType) -> None:
     """tracked logs opened, then closed: finished"""
     log: list[str] = []
