@@ -30,6 +30,7 @@ def safe_path(base_dir: Path, name: str) -> Path:
     # TODO: resolve base_dir and base_dir / name (resolve() follows symlinks and "..").
     #       Unless the result is inside the resolved base_dir (Path.is_relative_to) AND is
     #       a regular file, raise HTTPException(404): say nothing about what exists outside.
+    #       (Not a string prefix check: "/srv/public-old/x" starts with "/srv/public".)
     #       The file system may refuse a name (OSError, e.g. too long): that is a 404 too.
     raise NotImplementedError("TODO: write safe_path()")
 
@@ -46,7 +47,7 @@ def content_disposition(filename: str) -> str:
 def read_chunks(path: Path, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
     """The file's bytes, ``chunk_size`` at a time: never the whole file in memory."""
     # TODO: open the file in binary mode in a `with` block and yield f.read(chunk_size)
-    #       until it returns b"".
+    #       until it returns b"". Never f.read() without a size: that is the whole file.
     raise NotImplementedError("TODO: write read_chunks()")
     yield  # keeps this a generator; replace both lines
 
@@ -74,8 +75,9 @@ def demo_rows(count: int) -> Iterator[tuple[int, str, int]]:
 def create_app(base_dir: Path) -> FastAPI:
     app = FastAPI(title="Lesson 02: streaming responses")
 
-    # A sync route: its sync generator is iterated in a worker thread, so plain file
-    # reads do not block the event loop.
+    # A sync route: FastAPI runs it (safe_path's resolve(), stat()) in a worker thread and
+    # Starlette iterates its sync generator in worker threads, so no file call blocks the
+    # event loop.
     @app.get("/download/{name:path}")
     def download(name: str) -> StreamingResponse:
         path = safe_path(base_dir, name)

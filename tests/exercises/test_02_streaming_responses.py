@@ -14,13 +14,18 @@ from fastapi.testclient import TestClient
 
 @pytest.fixture
 def files(tmp_path: Path) -> Path:
-    """public/ holds the served files; secret.txt sits next to it, outside."""
+    """public/ holds the served files; secret.txt and public-old/ sit next to it, outside.
+
+    public-old/ is the trap for a string-prefix check: its path starts with public's.
+    """
     public = tmp_path / "public"
     (public / "sub").mkdir(parents=True)
     (public / "report.txt").write_text("quarterly report\n")
     (public / "sub" / "nested.txt").write_text("nested\n")
     (public / 'résumé "final".txt').write_text("cv\n")
     (tmp_path / "secret.txt").write_text("TOP SECRET\n")
+    (tmp_path / "public-old").mkdir()
+    (tmp_path / "public-old" / "secret.txt").write_text("OLD SECRET\n")
     os.symlink(tmp_path / "secret.txt", public / "link-to-secret.txt")
     return public
 
@@ -52,6 +57,7 @@ def test_download_in_a_subfolder(client: TestClient) -> None:
         "/download/%2e%2e%2fsecret.txt",
         "/download/sub%2F..%2F..%2Fsecret.txt",
         "/download/link-to-secret.txt",
+        "/download/..%2Fpublic-old%2Fsecret.txt",
         "/download/%2e%2e",
         "/download/missing.txt",
         "/download/sub",
@@ -59,7 +65,7 @@ def test_download_in_a_subfolder(client: TestClient) -> None:
     ],
 )
 def test_nothing_outside_the_folder_is_served(client: TestClient, url: str) -> None:
-    """a path outside the folder (.., %2e%2e, a symlink), a non-file or a too-long name is a 404"""
+    """a path outside the folder (.., %2e%2e, a symlink, a sibling public-old/), a non-file or a too-long name is a 404"""
     response = client.get(url)
     assert response.status_code == 404
     assert b"SECRET" not in response.content
@@ -101,6 +107,86 @@ def test_large_file_is_read_in_chunks(exercise: ModuleType, tmp_path: Path) -> N
     assert b"".join(chunks) == data
     assert len(chunks) == 49
     assert max(len(c) for c in chunks) == 64 * 1024
+
+
+class _ReadRecorder:
+    """A binary file that records the size of every read asked of it."""
+
+    def __init__(self, file: io.BufferedReader) -> None:
+        self._file = file
+        self.sizes: list[int | None] = []
+
+    def __enter__(self) -> _ReadRecorder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._file.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def read(self, size: int | None = -1) -> bytes:
+        self.sizes.append(size)
+        return self._file.read(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        self.sizes.append(size)
+        return self._file.read1(size)
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        self.sizes.append(len(buffer))
+        return self._file.readinto(buffer)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        self.sizes.append(None)  # reads up to a newline: unbounded in a binary file
+        return self._file.readline(size)
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        self.sizes.append(None)
+        return self._file.readlines(hint)
+
+    def __iter__(self) -> _ReadRecorder:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def test_read_chunks_never_reads_more_than_a_chunk(
+    exercise: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_chunks never asks the file for more than chunk_size bytes (no whole-file read())"""
+    opened: list[_ReadRecorder] = []
+
+    def recording_open(file: object, mode: str = "r", *args: object, **kwargs: object):
+        recorder = _ReadRecorder(open(file, mode, *args, **kwargs))
+        opened.append(recorder)
+        return recorder
+
+    class RecordingPath(type(Path())):  # type: ignore[misc]  # PosixPath or WindowsPath
+        def open(self, mode: str = "r", *args: object, **kwargs: object):  # type: ignore[override]
+            return recording_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(exercise, "open", recording_open, raising=False)
+    chunk_size = 4096
+    data = os.urandom(10 * chunk_size + 5)
+    (tmp_path / "big.bin").write_bytes(data)
+    big = RecordingPath(tmp_path / "big.bin")
+
+    chunks = exercise.read_chunks(big, chunk_size=chunk_size)
+    first = next(chunks)
+    assert opened, "open the file with path.open('rb') or open(path, 'rb')"
+    sizes = opened[0].sizes
+    assert len(sizes) == 1, f"one read before the first chunk, not {len(sizes)}: {sizes}"
+    received = first + b"".join(chunks)
+    assert received == data
+    assert all(size is not None and 0 <= size <= chunk_size for size in sizes), (
+        f"reads asked for {sorted(set(sizes), key=str)}: f.read() with no size "
+        f"(or -1) loads the whole file; ask for at most chunk_size={chunk_size}"
+    )
 
 
 def test_large_download_is_complete(exercise: ModuleType, tmp_path: Path) -> None:
