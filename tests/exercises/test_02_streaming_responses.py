@@ -221,10 +221,10 @@ def test_csv_lines_is_lazy(exercise: ModuleType) -> None:
 def test_export_csv_endpoint(client: TestClient) -> None:
     """GET /export.csv?rows=8 streams a valid CSV attachment; rows=-1 is a 422"""
     with client.stream("GET", "/export.csv", params={"rows": 8}) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/csv")
-        assert 'filename="export.csv"' in response.headers["content-disposition"]
-        body = response.read().decode()
+        body = response.read().decode()  # first, so an error in the route surfaces here
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert 'filename="export.csv"' in response.headers["content-disposition"]
     parsed = list(csv.reader(io.StringIO(body)))
     assert parsed[0] == ["id", "name", "value"]
     assert len(parsed) == 9
