@@ -133,7 +133,15 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         f"--LabApp.app_settings_dir={settings}",
         str(first),
     ]
-    return subprocess.call([*command, *args.jupyter_args], cwd=root)
+    command += args.jupyter_args
+    if os.name != "posix":
+        return subprocess.call(command, cwd=root)
+    # Become JupyterLab rather than wait for it, so that a signal meant for `course lab`
+    # (a kill, a supervisor's SIGTERM) reaches JupyterLab instead of orphaning it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(root)
+    os.execv(sys.executable, command)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:

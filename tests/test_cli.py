@@ -209,6 +209,9 @@ def test_lab_starts_jupyterlab_with_the_course_settings(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             lab.kill()
             lab.wait()
+    # Stopping `course lab` stops JupyterLab itself, not just a parent that waited for it.
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url, headers={"Authorization": "token course-test"})
     assert response.status_code == 200
     defaults = {
         key: value["default"] for key, value in response.json()["schema"]["properties"].items()
