@@ -1,0 +1,119 @@
+"""course_app.request_cleanup: a fastapi.sse route closes what it opened when the request ends.
+
+The scenario is the one fastapi.sse gets wrong on its own: a client reads a few events,
+stops reading (socket buffers fill, FastAPI's producer task blocks handing an event over),
+then leaves. The cyclic garbage collector is off during these tests, so only a real close
+can end a generator, not the collector happening to run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from course_app import LessonServer
+from course_app.request_cleanup import RequestCleanup
+
+BIG = "x" * 64_000  # a few events fill the socket buffers
+
+
+def make_app(endings: dict[str, str]) -> FastAPI:
+    async def endless(tag: str) -> AsyncIterator[str]:
+        try:
+            while True:
+                yield BIG
+                await asyncio.sleep(0)
+        except BaseException as exc:
+            endings[tag] = type(exc).__name__
+            raise
+
+    app = FastAPI()
+
+    @app.get("/bare", response_class=EventSourceResponse)
+    async def bare(tag: str) -> AsyncIterator[ServerSentEvent]:
+        async for data in endless(tag):
+            yield ServerSentEvent(raw_data=data)
+
+    @app.get("/with-cleanup", response_class=EventSourceResponse)
+    async def with_cleanup(tag: str, cleanup: RequestCleanup) -> AsyncIterator[ServerSentEvent]:
+        source = endless(tag)
+        cleanup.push_async_callback(source.aclose)
+        async for data in source:
+            yield ServerSentEvent(raw_data=data)
+
+    @app.get("/short", response_class=EventSourceResponse)
+    async def short(cleanup: RequestCleanup) -> AsyncIterator[ServerSentEvent]:
+        cleanup.callback(endings.__setitem__, "short", "request ended")
+        yield ServerSentEvent(data="only")
+
+    return app
+
+
+@pytest.fixture
+def endings() -> dict[str, str]:
+    return {}
+
+
+@pytest.fixture
+def server(endings: dict[str, str]) -> Iterator[LessonServer]:
+    gc.disable()
+    try:
+        with LessonServer(make_app(endings), name="t-request-cleanup", grace=0.5) as running:
+            yield running
+    finally:
+        gc.enable()
+
+
+def read_stall_leave(url: str) -> None:
+    with httpx.Client(timeout=10) as client, client.stream("GET", url) as response:
+        data = (line for line in response.iter_lines() if line.startswith("data:"))
+        for _ in range(3):
+            next(data)
+        time.sleep(0.5)  # connected, reading nothing: the server's send blocks
+
+
+def ended_within(endings: dict[str, str], tag: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while tag not in endings and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return tag in endings
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_cleanup_closes_the_generator_of_a_stalled_client(
+    server: LessonServer, endings: dict[str, str], attempt: int
+) -> None:
+    """a client that stops reading and leaves: the registered aclose() ends the generator"""
+    tag = f"cleanup-{attempt}"
+    read_stall_leave(f"{server.url}/with-cleanup?tag={tag}")
+    assert ended_within(endings, tag, seconds=10), "the generator is still open"
+    assert endings[tag] in {"GeneratorExit", "CancelledError"}
+
+
+def test_fastapi_sse_alone_leaves_a_stalled_clients_generator_open(
+    server: LessonServer, endings: dict[str, str]
+) -> None:
+    """FastAPI 0.163's behaviour that request_cleanup exists for; if this fails, FastAPI fixed it"""
+    stuck = 0
+    for attempt in range(3):
+        tag = f"bare-{attempt}"
+        read_stall_leave(f"{server.url}/bare?tag={tag}")
+        stuck += not ended_within(endings, tag, seconds=1)
+    assert stuck >= 1, "every bare generator ended: update lessons 05 and 10 and request_cleanup"
+
+
+def test_the_stack_closes_after_a_stream_that_ends_normally(
+    server: LessonServer, endings: dict[str, str]
+) -> None:
+    """callbacks on the request's stack run once the response has ended"""
+    response = httpx.get(f"{server.url}/short", timeout=10)
+    assert response.status_code == 200
+    assert "data: " in response.text
+    assert ended_within(endings, "short", seconds=10)
