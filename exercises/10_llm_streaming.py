@@ -122,7 +122,8 @@ def create_app(settings: LLMSettings | None = None) -> FastAPI:
     # sse-starlette, not fastapi.sse, for send_timeout: a client that stops reading is
     # dropped, and sse-starlette then closes relay_tokens() with aclose(), which closes the
     # upstream request through its `async with stream:` (native SSE has no such option).
-    # Either library cancels the generator when the client leaves.
+    # When the client leaves, sse-starlette cancels or closes the generator at once;
+    # fastapi.sse can leave it paused at a yield until GC (lesson 05, RequestCleanup).
     @app.post("/chat/stream")
     async def chat_stream(body: ChatRequest) -> EventSourceResponse:
         # The body is validated before the first byte: bad input is a 422, not a stream.
