@@ -1,11 +1,19 @@
 """Settings for every test run, notebooks included (nbval's kernels inherit this environment)."""
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
+from course_app.exercise_loader import EXERCISES_DIR_ENV
+from course_app.pace import TEST_PACE
+from course_app.stubs import write_stubs
+
 # Demo delays near zero: printed outputs do not depend on the pace, only the run time does.
-os.environ.setdefault("COURSE_PACE", "0.02")
+# `course check` runs exercise tests at the same pace (course_app.pace.TEST_PACE).
+os.environ["COURSE_PACE"] = str(TEST_PACE)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -21,3 +29,12 @@ def pytest_configure(config: pytest.Config) -> None:
     target = config.getoption("--target", default=None)
     if target:
         os.environ["COURSE_TARGET"] = target
+    if target or os.environ.get("COURSE_TARGET"):
+        return  # an explicit choice (`--target`, or the checker's own pytest run)
+    # The suite checks the course, not the learner's work: the "exercises" it runs (the
+    # stub-fails checks, each notebook's check cell) are stubs freshly generated from
+    # solutions/, so `make test` passes whatever state exercises/ is in.
+    stubs = tempfile.mkdtemp(prefix="course-stubs-")
+    write_stubs(Path(stubs), quiet=True)
+    os.environ[EXERCISES_DIR_ENV] = stubs
+    config.add_cleanup(lambda: shutil.rmtree(stubs, ignore_errors=True))

@@ -4,9 +4,11 @@ Lessons never call ``asyncio.sleep(0.5)`` directly for a demo delay; they call
 ``await pace.sleep(0.5)``. The pace factor multiplies every such delay:
 
 - ``1.0`` (the default) is human-visible: you can watch events arrive in JupyterLab.
-- The test suite sets ``COURSE_PACE=0.02``, so notebooks run fast in CI.
+- The test suite and ``course check`` use :data:`TEST_PACE` (0.02), so they run fast.
 
-Printed outputs never include raw timings, so a notebook prints the same text at any pace.
+Printed outputs never include raw timings, so a notebook prints the same text at any pace
+from :data:`MIN_PACE` up. Faster than that is refused rather than allowed to change what a
+lesson prints: at pace 0 a 2-second ``send_timeout`` becomes 0, which means something else.
 """
 
 import asyncio
@@ -15,13 +17,20 @@ import time
 
 ENV_VAR = "COURSE_PACE"
 DEFAULT = 1.0
+# The pace the test suite, nbval and `course check` run at, and the fastest one allowed:
+# every notebook's output and every exercise verdict are proven at this pace.
+TEST_PACE = 0.02
+MIN_PACE = TEST_PACE
 
 _override: float | None = None
 
 
 def _validate(value: float) -> float:
-    if not value >= 0:  # also rejects NaN
-        raise ValueError(f"pace must be a number >= 0, got {value!r}")
+    if not value >= MIN_PACE:  # also rejects NaN
+        raise ValueError(
+            f"pace must be a number >= {MIN_PACE} (the fastest pace the course is tested at),"
+            f" got {value!r}"
+        )
     return value
 
 
@@ -36,7 +45,7 @@ def get_pace() -> float:
         return _validate(float(raw))
     except ValueError:
         raise ValueError(
-            f"{ENV_VAR} must be a number >= 0 such as 1 or 0.02, got {raw!r}"
+            f"{ENV_VAR} must be a number >= {MIN_PACE} such as 1 or 0.2, got {raw!r}"
         ) from None
 
 
