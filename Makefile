@@ -34,8 +34,12 @@ lint: $(STAMP)
 stubs: $(STAMP)
 	$(BIN)/python -m course_app.stubs
 
+# Check cells run against freshly generated stubs (as in the test suite), so the stored
+# outputs never depend on the state of the maintainer's own exercises/ folder.
 notebooks: $(STAMP)
+	stubs=$$(mktemp -d) && $(BIN)/python -m course_app.stubs --out "$$stubs" >/dev/null && \
 	for nb in $(NB); do \
-		COURSE_PACE=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
-			--ExecutePreprocessor.timeout=300 --ExecutePreprocessor.record_timing=False "$$nb" || exit 1; \
-	done
+		COURSE_EXERCISES_DIR="$$stubs" COURSE_PACE=1 $(BIN)/jupyter nbconvert --to notebook \
+			--execute --inplace --ExecutePreprocessor.timeout=300 \
+			--ExecutePreprocessor.record_timing=False "$$nb" || { rm -rf "$$stubs"; exit 1; }; \
+	done; rm -rf "$$stubs"

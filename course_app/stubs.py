@@ -13,13 +13,17 @@ Lines in the block that start with ``### STUB:`` replace that default, for stubs
 keep some code (``### STUB: return []``).
 
 ``python -m course_app.stubs`` rewrites ``exercises/`` from ``solutions/``; a test checks
-they are in sync, and ``course reset NN`` uses :func:`make_stub` to restore one file.
+that the committed stubs are in sync, and ``course reset NN`` uses :func:`make_stub` to
+restore one file. ``python -m course_app.stubs --out DIR`` writes the stubs elsewhere: the
+test suite checks those, so it passes whatever state a learner's ``exercises/`` is in.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
+from pathlib import Path
 
 from course_app.manifest import Lesson, load_lessons
 
@@ -76,17 +80,27 @@ def stub_for(lesson: Lesson) -> str:
     return make_stub(solution.read_text(encoding="utf-8"), name=str(solution.name))
 
 
-def main() -> int:
-    """Regenerate every exercise stub from its solution."""
-    for lesson in load_lessons():
-        if not lesson.path("solution").exists():
-            print(f"skipped lesson {lesson.number}: no solutions/{lesson.stem}.py yet")
-            continue
-        target = lesson.path("exercise")
+def write_stubs(out: Path | None = None, *, quiet: bool = False) -> Path:
+    """Write every lesson's stub into ``out`` (default: the checkout's ``exercises/``)."""
+    lessons = [lesson for lesson in load_lessons() if lesson.path("solution").exists()]
+    folder = out or lessons[0].path("exercise").parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for lesson in lessons:
+        target = folder / lesson.path("exercise").name
         text = stub_for(lesson)
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             target.write_text(text, encoding="utf-8")
-            print(f"wrote {target.relative_to(target.parent.parent)}")
+            if not quiet:
+                print(f"wrote {target.parent.name}/{target.name}")
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Regenerate every exercise stub from its solution."""
+    parser = argparse.ArgumentParser(prog="python -m course_app.stubs", description=main.__doc__)
+    parser.add_argument("--out", type=Path, help="write the stubs here instead of exercises/")
+    args = parser.parse_args(argv)
+    write_stubs(args.out)
     return 0
 
 
