@@ -18,17 +18,22 @@ from pathlib import Path
 
 from course_app.exercise_loader import TARGET_ENV
 from course_app.manifest import Lesson, UnknownLessonError, find_lesson, load_lessons
+from course_app.pace import TEST_PACE
 from course_app.paths import course_root
 
+# The whole run; one test gets TEST_TIMEOUT (an endless loop stops the run after the first).
 CHECK_TIMEOUT = 180.0
+TEST_TIMEOUT = 15
+TEST_TIMEOUT_ENV = "COURSE_TEST_TIMEOUT"
 
 
 @dataclass(frozen=True)
 class TestOutcome:
     nodeid: str
     label: str
-    outcome: str  # passed, failed, error, skipped
+    outcome: str  # passed, failed, error, skipped, "not run" (after a timeout)
     reason: str = ""
+    hint: str = ""
 
     @property
     def passed(self) -> bool:
@@ -71,17 +76,52 @@ class CheckResult:
             )
         else:
             for o in self.outcomes:
-                mark = {"passed": "PASS", "skipped": "SKIP"}.get(o.outcome, "FAIL")
+                mark = {"passed": "PASS", "skipped": "SKIP", "not run": "----"}.get(
+                    o.outcome, "FAIL"
+                )
                 lines.append(f"  {mark}  {o.label}")
                 if not o.passed and o.reason:
-                    lines.append(f"        {o.reason}")
+                    lines.extend(f"        {line}" for line in o.reason.splitlines())
         total = len(self.outcomes)
         if self.ok:
             lines.append(f"All {total} checks pass. Well done!")
-        else:
-            lines.append(f"{self.passed} of {total} checks pass.")
-            if with_hint:
-                lines.append("Hint: " + lesson.hint.replace("\n", "\n      "))
+            return "\n".join(lines)
+        lines.append(f"{self.passed} of {total} checks pass.")
+        if not_run := sum(o.outcome == "not run" for o in self.outcomes):
+            lines.append(
+                f"{not_run} checks did not run: a check timed out, which usually means an"
+                " endless loop. Fix that one first."
+            )
+        if with_hint and self.outcomes:
+            lines.append(
+                f"Stuck? `course hint {lesson.number}` in a terminal, or"
+                f' hint("{lesson.number}") in a cell, gives hints for the failing checks.'
+            )
+        return "\n".join(lines)
+
+    def render_hints(self) -> str:
+        """Hints for the failing checks (each test's own), then the lesson's questions."""
+        lesson = self.lesson
+        lines = [f"Hints for lesson {lesson.number} ({lesson.title})"]
+        failing = [o for o in self.outcomes if not o.passed and o.outcome != "skipped"]
+        if self.problem:
+            lines.append(f"  (could not run the checks: {self.problem})")
+        elif self.ok:
+            lines.append("  Every check passes: nothing left to hint at. Compare with solutions/.")
+        elif len({o.reason for o in failing}) == 1 and "ExerciseImportError" in failing[0].reason:
+            lines.append("  Your file does not import yet; fix this first:")
+            lines.append("  " + failing[0].reason.removeprefix(
+                "course_app.exercise_loader.ExerciseImportError: "
+            ))  # fmt: skip
+        seen: set[str] = set()
+        for o in failing:
+            if o.hint and o.hint not in seen:
+                seen.add(o.hint)
+                lines.append(f"\n  {o.label}")
+                lines.extend(f"    {line}" for line in o.hint.splitlines())
+        if lesson.hint:
+            lines.append("\nQuestions to guide the whole exercise:")
+            lines.extend(f"  {line}" for line in lesson.hint.splitlines())
         return "\n".join(lines)
 
 
@@ -99,7 +139,13 @@ def run_tests(
             "-o", "addopts=", "-p", "course_app.pytest_report", f"--course-report={report}",
             *[str(p) for p in test_paths],
         ]  # fmt: skip
-        env = {**os.environ, TARGET_ENV: target, "COURSE_PACE": "0"}
+        # The suite's pace: every verdict the checker gives is one CI has proven.
+        env = {
+            **os.environ,
+            TARGET_ENV: target,
+            "COURSE_PACE": str(TEST_PACE),
+            TEST_TIMEOUT_ENV: os.environ.get(TEST_TIMEOUT_ENV, str(TEST_TIMEOUT)),
+        }
         try:
             proc = subprocess.run(
                 command, cwd=root, env=env, capture_output=True, text=True, timeout=CHECK_TIMEOUT
@@ -136,6 +182,19 @@ def check(lesson_ref: str | int, *, target: str = "exercises") -> None:
         print(f"Cannot check lesson {lesson_ref}: {type(exc).__name__}: {exc}")
         return
     print(result.render())
+
+
+def hint(lesson_ref: str | int, *, target: str = "exercises") -> None:
+    """Notebook hint cell: hints for the checks that fail now; never raises."""
+    try:
+        result = run_check(lesson_ref, target)
+    except UnknownLessonError as exc:
+        print(f"No hint: {exc}")
+        return
+    except Exception as exc:  # a hint cell must never break "Run All" either
+        print(f"No hint for lesson {lesson_ref}: {type(exc).__name__}: {exc}")
+        return
+    print(result.render_hints())
 
 
 def progress(target: str = "exercises") -> list[CheckResult]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from course_app.checker import progress, run_check
 from course_app.exercise_loader import ExerciseImportError, load_exercise
+from course_app.logs import show_lesson_logs
 from course_app.manifest import Lesson, UnknownLessonError, find_lesson, load_lessons
 from course_app.paths import course_root
 from course_app.stubs import stub_for
@@ -58,7 +59,8 @@ def _cmd_progress(args: argparse.Namespace) -> int:
 
 def _cmd_hint(args: argparse.Namespace) -> int:
     lesson = find_lesson(args.lesson)
-    print(f"Lesson {lesson.number} ({lesson.title}):\n{lesson.hint}")
+    print(f"Checking which checks of lesson {lesson.number} fail ...", flush=True)
+    print(run_check(lesson.number, "exercises").render_hints())
     return 0
 
 
@@ -112,12 +114,34 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     with socket.socket() as probe:  # a clear message instead of uvicorn's exit on a busy port
         if probe.connect_ex(("127.0.0.1", args.port)) == 0:
             raise CommandError(f"port {args.port} is in use; pick another with --port")
-    print(f"Serving lesson {lesson.number} on http://127.0.0.1:{args.port}  (Ctrl+C stops)")
-    print(f"Try: curl -N http://127.0.0.1:{args.port}/")
+    base = f"http://127.0.0.1:{args.port}"
+    print(f"Serving lesson {lesson.number} on {base}  (Ctrl+C stops)")
+    for path in lesson.try_paths or _get_routes(app):
+        verb, _, rest = path.partition(" ") if " " in path else ("GET", "", path)
+        if verb == "PAGE":
+            print(f"Open in a browser: {base}{rest}")
+        elif verb == "GET":
+            print(f'Try: curl -N "{base}{rest}"')
+        else:
+            print(f"Try: curl -N -X {verb} {rest.replace('URL', base)}")
+    # The app's own `lesson.*` loggers speak at INFO, next to uvicorn's lines.
+    show_lesson_logs()
     uvicorn.run(
         app, host="127.0.0.1", port=args.port, log_level="info", timeout_graceful_shutdown=2
     )
     return 0
+
+
+def _get_routes(app: object) -> list[str]:
+    """GET routes without path parameters, for lessons whose manifest names no `try`."""
+    routes = getattr(app, "routes", [])
+    return [
+        route.path
+        for route in routes
+        if "GET" in (getattr(route, "methods", None) or ())
+        and "{" not in route.path
+        and not route.path.startswith(("/docs", "/redoc", "/openapi"))
+    ] or ["/"]
 
 
 def _cmd_lab(args: argparse.Namespace) -> int:
@@ -131,8 +155,13 @@ def _cmd_lab(args: argparse.Namespace) -> int:
         "jupyterlab",
         f"--ServerApp.root_dir={root}",
         f"--LabApp.app_settings_dir={settings}",
-        str(first),
+        # The URL JupyterLab prints (and opens) is lesson 00, not the Launcher.
+        f"--LabApp.default_url=/lab/tree/{first.as_posix()}",
     ]
+    if _is_root() and "--allow-root" not in args.jupyter_args:
+        # Containers often run as root, where JupyterLab refuses to start without this.
+        print("course lab: running as root (a container?), so passing --allow-root")
+        command.append("--allow-root")
     command += args.jupyter_args
     if os.name != "posix":
         return subprocess.call(command, cwd=root)
@@ -142,6 +171,10 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     os.chdir(root)
     os.execv(sys.executable, command)
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -195,7 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("lesson", help="lesson number, e.g. 03")
     p.add_argument("--solutions", action="store_true", help="check the reference solution instead")
     add("progress", _cmd_progress, "show which exercises you have solved")
-    p = add("hint", _cmd_hint, "show a lesson's hint")
+    p = add("hint", _cmd_hint, "hints for the checks of a lesson that fail now")
     p.add_argument("lesson")
     p = add("reset", _cmd_reset, "restore an exercise to its original stub (keeps a backup)")
     p.add_argument("lesson")

@@ -7,9 +7,13 @@ logged, when *you* decide to print it.
 """
 
 import logging
+import sys
 import threading
 
 CAPTURED_LOGGERS = ("uvicorn", "lesson", "sse_starlette")
+# Loggers of lesson apps (and of sse-starlette), shown in a terminal by `course serve`.
+APP_LOGGERS = ("lesson", "sse_starlette")
+SERVER_THREAD_PREFIX = "lesson-server-"
 
 
 class LogBook(logging.Handler):
@@ -54,6 +58,35 @@ class LogBook(logging.Handler):
                 book.append(line)
 
 
+class _KeepLessonServersQuiet(logging.Filter):
+    """uvicorn's own lines from a lesson server's thread go to its book, nowhere else.
+
+    Under ``course serve``, a lesson app may start a lesson server of its own (lesson 10's
+    fake LLM): without this, its start-up lines and tracebacks would be printed by the outer
+    uvicorn's handlers, doubling every start-up line in the terminal.
+    """
+
+    def __init__(self, book: LogBook) -> None:
+        super().__init__()
+        self._book = book
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.threadName and record.threadName.startswith(SERVER_THREAD_PREFIX):
+            self._book.handle(record)
+            return False
+        return True
+
+
+def show_lesson_logs(stream: object = None) -> None:
+    """Print lesson apps' log lines (INFO and up) to ``stream``: for ``course serve``."""
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+    for name in APP_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 _logbook: LogBook | None = None
 _install_lock = threading.Lock()
 
@@ -75,4 +108,5 @@ def logbook() -> LogBook:
             uvicorn_logger.propagate = False
             uvicorn_logger.setLevel(logging.WARNING)
             logging.getLogger("uvicorn.access").disabled = True
+            logging.getLogger("uvicorn.error").addFilter(_KeepLessonServersQuiet(_logbook))
         return _logbook

@@ -30,6 +30,9 @@ class Lesson:
     minutes: int
     hint: str
     serve: str | None = None  # "module:attribute" of the app `course serve` runs
+    # What `course serve` suggests trying: "/path?query" (curl), "PAGE /path" (a browser),
+    # or "POST curl-arguments" with URL standing for the server's address.
+    try_paths: tuple[str, ...] = ()
 
     @property
     def stem(self) -> str:
@@ -58,6 +61,7 @@ def load_lessons(root: Path | None = None) -> list[Lesson]:
             minutes=int(entry["minutes"]),
             hint=entry["hint"].strip(),
             serve=entry.get("serve"),
+            try_paths=tuple(entry.get("try", ())),
         )
         for entry in sorted(data["lesson"], key=lambda entry: entry["number"])
     ]

@@ -1,60 +1,125 @@
 """A tiny pytest plugin: write each test's outcome to a JSON file for the checker.
 
-Loaded with ``-p course_app.pytest_report --course-report=FILE``; a test's label is the
-first line of its docstring (or its name), and a failure keeps only the one-line reason.
+Loaded with ``-p course_app.pytest_report --course-report=FILE``. A test's docstring gives
+its label (first line) and its hint (the paragraph after a blank line). A failure keeps what
+a learner needs to act on it: the message with pytest's expected-vs-actual detail, the
+falsifying input Hypothesis found, and the line of the exercise where the error was raised.
+After a test times out (an endless loop, most likely) the run stops: the remaining tests
+would each wait for the same timeout.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+MAX_DETAIL_LINES = 14
+MAX_LINE = 220
+
 _RESULTS: list[dict[str, Any]] = []
-_LABELS: dict[str, str] = {}
+_ITEMS: dict[str, dict[str, str]] = {}
+_SESSION: list[pytest.Session] = []
 # Starlette re-raises an endpoint's error inside an ExceptionGroup; show the error itself.
 _GROUPED = re.compile(r"^(\w+)\((['\"])(.*)\2\) \[single exception in ExceptionGroup\]$")
+# pytest's advice for its own terminal, meaningless in a check report.
+_NOISE = ("Use -v to get more diff", "Use -vv to get more diff", "Full diff:")
+_LESSON_FILE = re.compile(r"(exercises|solutions|course-stubs-\w+)/(\d\d_\w+\.py)$")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--course-report", default=None, help="write test outcomes as JSON here")
 
 
+def split_docstring(doc: str | None) -> tuple[str, str]:
+    """``(label, hint)`` from a test's docstring: its first line, and what follows."""
+    text = inspect.cleandoc(doc or "")
+    label, _, rest = text.partition("\n")
+    return label.strip(), rest.strip()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _SESSION[:] = [session]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        doc = getattr(getattr(item, "obj", None), "__doc__", None)
-        label = doc.strip().splitlines()[0] if doc and doc.strip() else item.name
+        label, hint = split_docstring(getattr(getattr(item, "obj", None), "__doc__", None))
+        label = label or item.name
         callspec = getattr(item, "callspec", None)
         if callspec is not None:  # parametrized: say which case
             label += f" [{callspec.id}]"
-        _LABELS[item.nodeid] = label
+        _ITEMS[item.nodeid] = {"label": label, "hint": hint}
+
+
+def _where(report: pytest.TestReport | pytest.CollectReport) -> str:
+    """``exercises/03_x.py:42`` for the deepest traceback entry in the lesson's own file."""
+    longrepr = report.longrepr
+    chain = getattr(longrepr, "chain", None)
+    tracebacks = [element[0] for element in chain] if chain else []
+    if not tracebacks and hasattr(longrepr, "reprtraceback"):
+        tracebacks = [longrepr.reprtraceback]
+    found = ""
+    for traceback in tracebacks:
+        for entry in getattr(traceback, "reprentries", []):
+            location = getattr(entry, "reprfileloc", None)
+            path = getattr(location, "path", "") or ""
+            if match := _LESSON_FILE.search(str(Path(path).as_posix())):
+                folder = (
+                    "exercises" if match.group(1).startswith("course-stubs") else match.group(1)
+                )
+                found = f"{folder}/{match.group(2)}:{location.lineno}"
+    return found
 
 
 def _reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    first = lines[0] if lines else "failed"
-    # pytest's assertion rewriting adds "assert ..." detail lines; one is enough.
-    if first.startswith("AssertionError") and len(lines) > 1 and first == "AssertionError":
-        first = lines[1].strip()
-    if grouped := _GROUPED.match(first):
-        first = f"{grouped.group(1)}: {grouped.group(3)}"
-    return first[:300]
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    lines = [line for line in lines if line.strip() and line.strip() not in _NOISE]
+    if not lines:
+        return "failed"
+    # "AssertionError: assert x == y" reads better as "assert x == y".
+    lines[0] = lines[0].removeprefix("AssertionError: ")
+    if lines[0] == "AssertionError" and len(lines) > 1:
+        lines = lines[1:]
+    if grouped := _GROUPED.match(lines[0]):
+        lines[0] = f"{grouped.group(1)}: {grouped.group(3)}"
+    if len(lines) > MAX_DETAIL_LINES:
+        lines = [
+            *lines[: MAX_DETAIL_LINES - 1],
+            f"... ({len(lines) - MAX_DETAIL_LINES + 1} more lines)",
+        ]
+    lines = [line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..." for line in lines]
+    # A stub's "TODO: write x()" already says where to look.
+    if (where := _where(report)) and "NotImplementedError: TODO" not in lines[0]:
+        lines.append(f"(raised at {where})")
+    return "\n".join(lines)
+
+
+def _timed_out(report: pytest.TestReport) -> bool:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    return crash is not None and "Timeout" in crash.message and "pytest-timeout" in crash.message
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and not report.passed):
+        item = _ITEMS.get(report.nodeid, {})
         _RESULTS.append(
             {
                 "nodeid": report.nodeid,
-                "label": _LABELS.get(report.nodeid, report.nodeid),
+                "label": item.get("label", report.nodeid),
+                "hint": item.get("hint", ""),
                 "outcome": "error" if report.when == "setup" and report.failed else report.outcome,
                 "reason": "" if report.passed else _reason(report),
             }
         )
+        if report.failed and _timed_out(report) and _SESSION:
+            _SESSION[0].shouldstop = "a check timed out"
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
@@ -63,6 +128,7 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
             {
                 "nodeid": report.nodeid,
                 "label": report.nodeid,
+                "hint": "",
                 "outcome": "error",
                 "reason": _reason(report),
             }
@@ -71,6 +137,14 @@ def pytest_collectreport(report: pytest.CollectReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     path = session.config.getoption("--course-report")
-    if path:
-        with open(path, "w", encoding="utf-8") as out:
-            json.dump(_RESULTS, out)
+    if not path:
+        return
+    ran = {row["nodeid"] for row in _RESULTS}
+    not_run = [
+        {"nodeid": nodeid, "label": item["label"], "hint": item["hint"], "outcome": "not run",
+         "reason": ""}
+        for nodeid, item in _ITEMS.items()
+        if nodeid not in ran and session.shouldstop
+    ]  # fmt: skip
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(_RESULTS + not_run, out)

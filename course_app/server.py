@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from course_app.logs import logbook
+from course_app.logs import SERVER_THREAD_PREFIX, logbook
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -110,7 +110,7 @@ class LessonServer:
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
-            target=self._run, name=f"lesson-server-{self.name}", daemon=True
+            target=self._run, name=f"{SERVER_THREAD_PREFIX}{self.name}", daemon=True
         )
         self._thread.start()
         book.bind(self._book, self._thread.ident)

@@ -27,6 +27,8 @@ def shout(word: str) -> str:
     """WORD!"""
     # TODO: return the word in capitals with an exclamation mark.
     ### BEGIN SOLUTION
+    if not word:
+        raise ValueError("an empty word cannot be shouted")
     return word.upper() + "!"
     ### END SOLUTION
 
@@ -39,9 +41,24 @@ async def shout_route(word: str) -> dict[str, str]:
     return {"shout": shout(word)}
 '''
 
-TESTS = '''def test_shout(exercise):
-    """shout("hi") is "HI!"."""
+TESTS = '''import pytest
+
+
+def test_shout(exercise):
+    """shout("hi") is "HI!".
+
+    Which str method gives capitals? What comes after the word?
+    """
     assert exercise.shout("hi") == "HI!"
+
+
+def test_shout_rejects_empty(exercise):
+    """shout("") raises ValueError
+
+    What should an empty word do before anything is built?
+    """
+    with pytest.raises(ValueError, match="empty word"):
+        exercise.shout("")
 
 
 def test_always_passes(exercise):
@@ -54,6 +71,7 @@ slug = "demo"
 title = "Demo lesson"
 minutes = 5
 hint = "What does str.upper() return?"
+try = ["/shout/hey", "PAGE /docs"]
 """
 
 
@@ -67,6 +85,8 @@ def course(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "tests/exercises/test_07_demo.py").write_text(TESTS)
     shutil.copy(REPO / "tests/exercises/conftest.py", tmp_path / "tests/exercises/conftest.py")
     monkeypatch.setenv("COURSE_ROOT", str(tmp_path))
+    # The suite points the checker at generated stubs; these tests use their own course.
+    monkeypatch.delenv("COURSE_EXERCISES_DIR", raising=False)
     return tmp_path
 
 
@@ -83,13 +103,42 @@ def test_check_fails_on_the_stub_with_a_hint(
     assert 'FAIL  shout("hi") is "HI!".' in out
     assert "NotImplementedError: TODO: write shout()" in out
     assert "PASS  the module imports" in out
-    assert "Hint: What does str.upper() return?" in out
+    assert "Stuck? `course hint 07`" in out
+
+
+def test_check_shows_expected_and_actual(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A learner needs the regex and the real message, and where their code raised."""
+    (course / "exercises/07_demo.py").write_text(
+        SOLUTION.replace("an empty word cannot be shouted", "nothing to shout").replace(
+            '+ "!"', '+ "?"'
+        )
+    )
+    assert main(["check", "07"]) == 1
+    out = capsys.readouterr().out
+    assert "assert 'HI?' == 'HI!'" in out
+    assert "Expected regex: 'empty word'" in out
+    assert "Actual message: 'nothing to shout'" in out
+
+
+def test_an_endless_loop_stops_the_check_after_one_timeout(
+    course: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COURSE_TEST_TIMEOUT", "2")
+    (course / "exercises/07_demo.py").write_text(
+        SOLUTION.replace("    if not word:", "    while True:\n        pass\n    if not word:")
+    )
+    started = time.monotonic()
+    assert main(["check", "07"]) == 1
+    out = capsys.readouterr().out
+    assert "Timeout" in out
+    assert "checks did not run: a check timed out" in out
+    assert time.monotonic() - started < 60  # one timeout, not one per test
 
 
 def test_check_passes_once_solved(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (course / "exercises/07_demo.py").write_text(SOLUTION)
     assert main(["check", "07"]) == 0
-    assert "All 2 checks pass" in capsys.readouterr().out
+    assert "All 3 checks pass" in capsys.readouterr().out
 
 
 def test_check_solutions_flag(course: Path) -> None:
@@ -114,9 +163,24 @@ def test_unknown_lesson_is_one_line_and_exit_2(
     assert err.strip() == "course: there is no lesson '99'; the lessons are 07"
 
 
-def test_hint(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hint_gives_the_failing_checks_hints(
+    course: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["hint", "07"]) == 0
-    assert "str.upper()" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Which str method gives capitals?" in out  # the failing test's own hint
+    assert "What should an empty word do" in out
+    assert "What does str.upper() return?" in out  # the lesson's questions come last
+
+
+def test_hint_after_solving_has_nothing_left(
+    course: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (course / "exercises/07_demo.py").write_text(SOLUTION)
+    assert main(["hint", "07"]) == 0
+    out = capsys.readouterr().out
+    assert "Every check passes" in out
+    assert "Which str method" not in out
 
 
 def test_reset_keeps_a_backup_of_the_learners_work(course: Path) -> None:
@@ -161,8 +225,9 @@ def test_serve_runs_the_lessons_app(course: Path) -> None:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "course_app.cli", "serve", "07", "--solution", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 30
@@ -177,7 +242,10 @@ def test_serve_runs_the_lessons_app(course: Path) -> None:
         assert response.json() == {"shout": "HEY!"}
     finally:
         proc.terminate()
-        proc.wait(10)
+        out, _ = proc.communicate(timeout=10)
+    # It suggests the lesson's real URLs, not a bare "/" that is a 404 for most lessons.
+    assert f'Try: curl -N "http://127.0.0.1:{port}/shout/hey"' in out
+    assert f"Open in a browser: http://127.0.0.1:{port}/docs" in out
 
 
 def test_lab_starts_jupyterlab_with_the_course_settings(tmp_path: Path) -> None:

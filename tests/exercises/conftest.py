@@ -8,6 +8,7 @@ same tests against exercises/).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -16,7 +17,8 @@ import pytest
 from course_app.exercise_loader import load_exercise
 
 # A learner's endless loop fails one test with a clear message instead of hanging the check.
-EXERCISE_TEST_TIMEOUT = 30
+# `course check` sets a shorter one (course_app.checker.TEST_TIMEOUT) and stops at the first.
+EXERCISE_TEST_TIMEOUT = int(os.environ.get("COURSE_TEST_TIMEOUT", "30"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
