@@ -6,44 +6,17 @@ Targets (issue 2): start < 0.3 s; stop < 1 s with no client, within the grace wi
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import httpx
-from fastapi import FastAPI
-from fastapi.sse import EventSourceResponse
-from sse_starlette import EventSourceResponse as StarletteEventSourceResponse
 
 from course_app import LessonServer
+from course_app.endless_demo import create_app
 
 ROUNDS = 20
 GRACE = 1.0
-
-
-def make_app() -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/native", response_class=EventSourceResponse)
-    async def native() -> AsyncIterator[dict[str, int]]:
-        n = 0
-        while True:
-            yield {"n": n}
-            n += 1
-            await asyncio.sleep(0.1)
-
-    @app.get("/sse-starlette")
-    async def starlette_stream() -> StarletteEventSourceResponse:
-        async def events() -> AsyncIterator[dict[str, str]]:
-            while True:
-                yield {"data": "tick"}
-                await asyncio.sleep(0.1)
-
-        return StarletteEventSourceResponse(events())
-
-    return app
 
 
 def _client_reading(url: str, connected: threading.Event) -> None:
@@ -56,7 +29,7 @@ def _client_reading(url: str, connected: threading.Event) -> None:
 
 
 def measure(path: str | None) -> tuple[list[float], list[float]]:
-    app = make_app()
+    app = create_app(interval=0.1)
     starts, stops = [], []
     for _ in range(ROUNDS):
         server = LessonServer(app, name="bench", grace=GRACE)

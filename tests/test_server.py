@@ -12,41 +12,15 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.sse import EventSourceResponse
-from sse_starlette import EventSourceResponse as StarletteEventSourceResponse
 from sse_starlette.sse import AppStatus
 
 from course_app import LessonServer, LessonServerError, serve
+from course_app.endless_demo import create_app
 from course_app.server import running_servers
 
 
 def endless_app() -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/native", response_class=EventSourceResponse)
-    async def native() -> AsyncIterator[dict[str, int]]:
-        n = 0
-        while True:
-            yield {"n": n}
-            n += 1
-            await asyncio.sleep(0.05)
-
-    @app.get("/sse-starlette")
-    async def starlette_stream() -> StarletteEventSourceResponse:
-        async def events() -> AsyncIterator[dict[str, str]]:
-            n = 0
-            while True:
-                yield {"data": str(n)}
-                n += 1
-                await asyncio.sleep(0.05)
-
-        return StarletteEventSourceResponse(events())
-
-    @app.get("/hello")
-    async def hello() -> dict[str, str]:
-        return {"hello": "world"}
-
-    return app
+    return create_app(interval=0.05)
 
 
 def first_data_lines(url: str, count: int) -> list[str]:
