@@ -3,7 +3,8 @@
 The lesson server serves both the page and the stream, so the browser's ``EventSource``
 talks to its own origin: no CORS, and no trusted-notebook JavaScript in JupyterLab.
 
-Try it: ``python -c "from course_app.welcome_demo import main; main()"``, or in lesson 00.
+Try it in lesson 00, or from a terminal (then open http://127.0.0.1:8000/ in a browser):
+``python -c "import uvicorn; from course_app.welcome_demo import create_app; uvicorn.run(create_app())"``
 """
 
 from collections.abc import AsyncIterator

@@ -2,6 +2,7 @@
 
 Fill in `countdown()`; the app below already streams whatever it yields.
 Check your work: `course check 00` in a terminal, or the check cell in the notebook.
+Stuck? `course hint 00` asks guiding questions about the checks that still fail.
 Try it by hand: `course serve 00`, then `curl -N "http://127.0.0.1:8000/countdown?start=3"`.
 """
 

@@ -4,6 +4,7 @@ Three small building blocks that every stream in this course is made of. The app
 bottom already streams with them.
 
 Check your work: `course check 01` in a terminal, or the check cell in the notebook.
+Stuck? `course hint 01` asks guiding questions about the checks that still fail.
 Try it by hand: `course serve 01`, then `curl -N "http://127.0.0.1:8000/ticks?count=5"`.
 """
 
