@@ -1,20 +1,31 @@
-"""Lesson 02: a safe streaming download and a CSV export.
+"""Lesson 02: a file share with one folder per user, and a CSV listing of its files.
 
-`GET /download/{name}` streams a file from one folder, and only from that folder.
-`GET /export.csv` streams a CSV export row by row, quoted by the `csv` module.
+The notebook served one folder and exported fixed rows. Here the same skills meet another
+layout and another data shape:
+
+- `GET /users/{user}/files/{name:path}` streams a file of `user` from `<base>/<user>/`,
+  and only from there: not from the base folder, not from another user's folder (`anna/`
+  sits next to `ann/`), not through a symlink. `?head=N` sends only the first N bytes.
+- `GET /files.csv?fields=path&fields=size` streams a listing of every user's files as
+  CSV, with the columns the client asked for, in that order.
 
 Check your work: `course check 02` in a terminal, or the check cell in the notebook.
-Try it by hand: `course serve 02`, then
-`curl -N "http://127.0.0.1:8000/export.csv?rows=5"` and
-`curl -OJ "http://127.0.0.1:8000/download/00_welcome.ipynb"` (the app serves notebooks/).
+Try it by hand: `course serve 02` serves the course folder, each subfolder standing in
+for a user (`notebooks`, `exercises`, ...):
+`curl -N "http://127.0.0.1:8000/files.csv?fields=user&fields=path"`,
+`curl -OJ "http://127.0.0.1:8000/users/notebooks/files/00_welcome.ipynb"`,
+`curl "http://127.0.0.1:8000/users/notebooks/files/00_welcome.ipynb?head=120"` and
+`curl --path-as-is "http://127.0.0.1:8000/users/notebooks/files/../README.md"` (a 404:
+README.md is in the base folder, not in the folder of user `notebooks`).
 """
 
 import csv
 import io
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain
+import os
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Query
@@ -23,110 +34,168 @@ from fastapi.responses import StreamingResponse
 CHUNK_SIZE = 64 * 1024
 
 
-def safe_path(base_dir: Path, name: str) -> Path:
-    """The regular file ``name`` inside ``base_dir``; HTTPException 400 or 404 otherwise."""
-    # TODO: raise HTTPException(400) for a malformed name: empty, absolute (starts with
-    #       "/"), or containing a NUL ("\0") or a backslash.
-    # TODO: resolve base_dir and base_dir / name (resolve() follows symlinks and "..").
-    #       Unless the result is inside the resolved base_dir (Path.is_relative_to) AND is
-    #       a regular file, raise HTTPException(404): say nothing about what exists outside.
-    #       (Not a string prefix check: "/srv/public-old/x" starts with "/srv/public".)
-    #       The file system may refuse a name (OSError, e.g. too long): that is a 404 too.
+def user_file(base_dir: Path, user: str, name: str) -> Path:
+    """The regular file ``name`` in the folder of ``user`` (``base_dir / user``).
+
+    HTTPException 400 for a malformed ``user`` or ``name``; 404 for anything that is not
+    a regular file inside that user's own folder.
+    """
+    # TODO: 400 if `user` or `name` is malformed: empty, absolute (starts with "/"), or
+    #       containing a NUL ("\0") or a backslash.
+    # TODO: the user's folder is base_dir / user, resolved. It must be a directory inside
+    #       the resolved base_dir, and not base_dir itself (user "." is nobody). A user
+    #       folder can be a symlink too.
+    # TODO: the file is that folder / name, resolved. It must be a regular file inside the
+    #       user's resolved folder: not merely inside base_dir, and not by string prefix
+    #       (".../anna/secret.txt" starts with the characters ".../ann").
+    #       Anything else is the same 404, including an OSError (a name too long).
     ### BEGIN SOLUTION
-    if not name or name.startswith("/") or "\0" in name or "\\" in name:
-        raise HTTPException(status_code=400, detail="invalid file name")
+    for part in (user, name):
+        if not part or part.startswith("/") or "\0" in part or "\\" in part:
+            raise HTTPException(status_code=400, detail="invalid name")
     base = base_dir.resolve()
     try:
-        candidate = (base / name).resolve()
-        found = candidate.is_relative_to(base) and candidate.is_file()
+        folder = (base / user).resolve()
+        path = (folder / name).resolve()
+        found = (
+            folder.parent == base
+            and folder.is_dir()
+            and path.is_relative_to(folder)
+            and path.is_file()
+        )
     except OSError:  # e.g. a name longer than the file system allows
         found = False
     if not found:
         raise HTTPException(status_code=404, detail="file not found")
-    return candidate
+    return path
     ### END SOLUTION
 
 
 def content_disposition(filename: str) -> str:
-    """``attachment`` with an ASCII ``filename`` and an exact UTF-8 ``filename*`` (RFC 6266)."""
-    # TODO: the fallback `filename="..."` may only hold printable ASCII without `"` or `\`:
-    #       replace every other character with "_".
-    # TODO: add `filename*=UTF-8''<name>` with the exact name percent-encoded:
-    #       urllib.parse.quote(filename, safe="").
+    """``attachment`` with a readable ASCII ``filename`` and the exact UTF-8 ``filename*``."""
+    # TODO: build the plain filename="..." for clients that ignore filename* (curl -J):
+    #       printable ASCII only, without `"` or `\`, and readable: "résumé" -> "resume".
+    #       unicodedata.normalize("NFKD", name) splits "é" into "e" + a combining accent
+    #       (unicodedata.combining(ch) is non-zero for the accent): drop the accents, then
+    #       replace every other character that is not allowed with "_".
+    #       'résumé "final".txt' -> filename="resume _final_.txt"
+    # TODO: return  attachment; filename="<fallback>"; filename*=UTF-8''<encoded>
+    #       where <encoded> is the exact name percent-encoded: every byte but letters,
+    #       digits and -._~ (what does urllib.parse.quote leave alone by default?).
     ### BEGIN SOLUTION
     fallback = "".join(
-        ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_" for ch in filename
+        ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_"
+        for ch in unicodedata.normalize("NFKD", filename)
+        if not unicodedata.combining(ch)
     )
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
     ### END SOLUTION
 
 
-def read_chunks(path: Path, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
-    """The file's bytes, ``chunk_size`` at a time: never the whole file in memory."""
-    # TODO: open the file in binary mode in a `with` block and yield f.read(chunk_size)
-    #       until it returns b"". Never f.read() without a size: that is the whole file.
+def read_chunks(
+    path: Path, chunk_size: int = CHUNK_SIZE, limit: int | None = None
+) -> Iterator[bytes]:
+    """The file's bytes, or only its first ``limit`` bytes, read ``chunk_size`` at most."""
+    # TODO: open the file in binary mode in a `with` block and yield what each read returns,
+    #       until the file ends or `limit` bytes have been yielded (None: no limit).
+    #       Never ask one read() for more than chunk_size, nor for more than the bytes
+    #       still missing to reach the limit: a 100-byte preview of a 2 GB file reads 100
+    #       bytes, not a whole chunk.
     ### BEGIN SOLUTION
+    remaining = limit
     with path.open("rb") as file:
-        while chunk := file.read(chunk_size):
+        while remaining is None or remaining > 0:
+            chunk = file.read(chunk_size if remaining is None else min(chunk_size, remaining))
+            if not chunk:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
             yield chunk
     ### END SOLUTION
 
 
-def csv_lines(header: Sequence[str], rows: Iterable[Sequence[object]]) -> Iterator[str]:
-    """The header, then each row, one CSV line at a time, quoted by the ``csv`` module."""
-    # TODO: write each row (header first) with ONE csv.writer over an io.StringIO buffer,
-    #       yield the buffer's text, then empty it (seek(0) and truncate(0)).
-    #       Never join values with f-strings: a comma, quote or newline in a value breaks
-    #       the file.
+def csv_rows(records: Iterable[Mapping[str, object]], fields: Sequence[str]) -> Iterator[str]:
+    """A CSV header line of ``fields``, then one line per record with those fields only."""
+    # TODO: yield the header line first, before touching `records` (the client sees the
+    #       download start even when the first record is slow to come).
+    # TODO: then one line per record, pulled one at a time: the values of `fields`, in that
+    #       order (a record may hold more keys). Write with the csv module into ONE
+    #       io.StringIO buffer that you empty after each line; csv.DictWriter takes
+    #       fieldnames= and extrasaction=. Never f-strings: file names can hold commas,
+    #       quotes, even line breaks.
     ### BEGIN SOLUTION
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for row in chain([header], rows):
-        writer.writerow(row)
-        yield buffer.getvalue()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+
+    def take_line() -> str:
+        line = buffer.getvalue()
         buffer.seek(0)
         buffer.truncate(0)
+        return line
+
+    writer.writeheader()
+    yield take_line()
+    for record in records:
+        writer.writerow(record)
+        yield take_line()
     ### END SOLUTION
 
 
-HEADER = ("id", "name", "value")
+Field = Literal["user", "path", "size"]
+ALL_FIELDS: list[Field] = ["user", "path", "size"]
 
 
-def demo_rows(count: int) -> Iterator[tuple[int, str, int]]:
-    """Rows whose names need quoting: commas, quotes and a line break."""
-    names = ("plain", "with, comma", 'with "quotes"', "two\nlines")
-    for i in range(count):
-        yield i, f"item {i} {names[i % len(names)]}", i * 10
+def list_files(base_dir: Path) -> Iterator[dict[str, object]]:
+    """Every regular file of every user, found lazily (os.walk), in a stable order.
+
+    Skips hidden names, symlinks and anything in base_dir that is not a user's folder.
+    """
+    for folder in sorted(base_dir.iterdir()):
+        if folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(folder):  # never follows symlinks
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filenames):
+                path = Path(dirpath, filename)
+                if filename.startswith(".") or path.is_symlink() or not path.is_file():
+                    continue
+                yield {
+                    "user": folder.name,
+                    "path": path.relative_to(folder).as_posix(),
+                    "size": path.stat().st_size,
+                }
 
 
 def create_app(base_dir: Path) -> FastAPI:
-    app = FastAPI(title="Lesson 02: streaming responses")
+    app = FastAPI(title="Lesson 02: a file share")
 
-    # A sync route: FastAPI runs it (safe_path's resolve(), stat()) in a worker thread and
-    # Starlette iterates its sync generator in worker threads, so no file call blocks the
-    # event loop.
-    @app.get("/download/{name:path}")
-    def download(name: str) -> StreamingResponse:
-        path = safe_path(base_dir, name)
+    # Sync routes and sync generators: FastAPI and Starlette run them in worker threads,
+    # so no file call (resolve, stat, open, read, os.walk) blocks the event loop.
+    @app.get("/users/{user}/files/{name:path}")
+    def download(
+        user: str, name: str, head: Annotated[int | None, Query(ge=1)] = None
+    ) -> StreamingResponse:
+        path = user_file(base_dir, user, name)  # 400/404 before any byte is sent
+        size = path.stat().st_size
         return StreamingResponse(
-            read_chunks(path),
+            read_chunks(path, limit=head),
             media_type="application/octet-stream",
             headers={
                 "content-disposition": content_disposition(path.name),
-                "content-length": str(path.stat().st_size),
+                "content-length": str(size if head is None else min(size, head)),
             },
         )
 
-    @app.get("/export.csv")
-    def export_csv(rows: Annotated[int, Query(ge=0, le=100_000)] = 1000) -> StreamingResponse:
+    @app.get("/files.csv")
+    def files_csv(fields: Annotated[list[Field] | None, Query()] = None) -> StreamingResponse:
         return StreamingResponse(
-            csv_lines(HEADER, demo_rows(rows)),
+            csv_rows(list_files(base_dir), fields or ALL_FIELDS),
             media_type="text/csv",
-            headers={"content-disposition": content_disposition("export.csv")},
+            headers={"content-disposition": content_disposition("files.csv")},
         )
 
     return app
 
 
-# `course serve 02` serves the course's notebooks/ folder.
-app = create_app(Path(__file__).resolve().parent.parent / "notebooks")
+# `course serve 02` serves the course folder: each subfolder stands in for a user.
+app = create_app(Path(__file__).resolve().parent.parent)
