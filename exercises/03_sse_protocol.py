@@ -6,6 +6,7 @@ stream of chunks back into events, the way a browser's `EventSource` does (the W
 `format_event()`.
 
 Check your work: `course check 03` in a terminal, or the check cell in the notebook.
+Stuck? `course hint 03` asks guiding questions about the checks that still fail.
 Try it by hand: `course serve 03`, then `curl -N "http://127.0.0.1:8000/frames"`.
 """
 
@@ -52,7 +53,8 @@ def format_event(
     """
     # TODO: raise ValueError if `event` or `id` contains a CR or an LF (they would end the
     #       line early and let the rest of the value forge new fields), or if `id`
-    #       contains NUL ("\0"); raise ValueError unless `retry` is an int >= 0.
+    #       contains NUL ("\0"); raise ValueError unless `retry` is an int >= 0
+    #       (careful: True and False are ints in Python, and "retry: True" is no number).
     # TODO: a comment becomes one ": ..." line per line of the comment.
     # TODO: add "event: ...", "id: ..." and "retry: ..." lines for the fields that are set.
     # TODO: data becomes one "data: ..." line per line; it may contain "\r\n", "\r" or "\n"
@@ -67,8 +69,8 @@ def iter_lines(chunks: Iterable[str | bytes]) -> Iterator[str]:
     A line that has not ended when the stream ends is dropped (it is incomplete).
     """
     # TODO: decode bytes chunks with ONE decoder, UTF8Decoder(errors="replace"), made before
-    #       the loop: a multi-byte character may be split across two chunks.
-    #       str chunks are already text.
+    #       the loop: a multi-byte character may be split across two chunks, and bytes that
+    #       are not UTF-8 become U+FFFD, as in a browser. str chunks are already text.
     # TODO: remove one "\ufeff" (the byte order mark) at the very start of the stream only.
     # TODO: keep the text that has no line end yet, and yield every complete line as soon
     #       as its line end arrives. A CR ends a line at once; if the next chunk then starts

@@ -47,12 +47,20 @@ def _split(blob: Any, draw: st.DataObject) -> list[Any]:
 
 
 def test_format_simple_data(exercise: ModuleType) -> None:
-    """format_event("hello") is one data line and a blank line"""
+    """format_event("hello") is one data line and a blank line
+
+    Which field name goes in front of the text, and what separates it from the value? What
+    tells a client that the event is complete?
+    """
     assert exercise.format_event("hello") == "data: hello\n\n"
 
 
 def test_format_all_fields(exercise: ModuleType) -> None:
-    """format_event writes event, id, retry and data fields (any order)"""
+    """format_event writes event, id, retry and data fields (any order)
+
+    Every keyword that is not None becomes its own `name: value` line. Which fields does
+    your function skip when they are set, and how does the int retry become text?
+    """
     frame = exercise.format_event('{"n": 1}', event="tick", id="7", retry=3000)
     assert sorted(_fields(frame)) == [
         ("data", '{"n": 1}'),
@@ -63,7 +71,12 @@ def test_format_all_fields(exercise: ModuleType) -> None:
 
 
 def test_format_multiline_data(exercise: ModuleType) -> None:
-    """format_event writes one data line per line of data (LF, CRLF or CR)"""
+    """format_event writes one data line per line of data (LF, CRLF or CR)
+
+    A line end inside data would end the `data:` line early. How do you split the text on
+    CRLF, CR and LF alike? What should "" or a text ending in a newline give, so that the
+    client gets exactly the same text back?
+    """
     cases = [
         ("first\nsecond", ["first", "second"]),
         ("crlf\r\nline ends", ["crlf", "line ends"]),
@@ -80,7 +93,11 @@ def test_format_multiline_data(exercise: ModuleType) -> None:
 
 
 def test_format_comment(exercise: ModuleType) -> None:
-    """format_event(comment=...) writes comment lines, one per line of the comment"""
+    """format_event(comment=...) writes comment lines, one per line of the comment
+
+    A comment line starts with a colon. If a comment holding a line end went out as one
+    line, what would its second line be to a client? Is a lone CR a line end too?
+    """
     frame = exercise.format_event(comment="keep-alive\ndata: not an event")
     assert _fields(frame) == [("", "keep-alive"), ("", "data: not an event")], frame
     # A lone CR ends a line too: "a\rdata: forged" must not smuggle in a data line.
@@ -98,7 +115,11 @@ def _assert_rejected(exercise: ModuleType, bad: list[dict[str, Any]]) -> None:
 
 
 def test_format_rejects_line_ends(exercise: ModuleType) -> None:
-    """format_event rejects a CR or LF in event or id (ValueError): no injection"""
+    """format_event rejects a CR or LF in event or id (ValueError): no injection
+
+    What would the text after a newline in `event` become on the wire? Check for both CR
+    and LF before writing anything, and raise rather than quietly clean the value.
+    """
     _assert_rejected(
         exercise,
         [
@@ -112,12 +133,29 @@ def test_format_rejects_line_ends(exercise: ModuleType) -> None:
 
 
 def test_format_rejects_nul_id_and_bad_retry(exercise: ModuleType) -> None:
-    """format_event rejects NUL in id, and a retry that is not an int >= 0 (ValueError)"""
+    """format_event rejects NUL in id, and a retry that is not an int >= 0 (ValueError)
+
+    Which check applies to `id` only? For `retry`: what types are "3000" and 1.5, and would
+    a browser accept `retry: -1` or `retry: 1.5` (only ASCII digits count)?
+    """
     _assert_rejected(exercise, [{"id": "1\x00"}, {"retry": -1}, {"retry": "3000"}, {"retry": 1.5}])
 
 
+def test_format_rejects_bool_retry(exercise: ModuleType) -> None:
+    """format_event rejects retry=True or False (ValueError): a bool is no retry time
+
+    What does `isinstance(True, int)` give in Python? What would `retry: True` on the wire
+    mean to a browser?
+    """
+    _assert_rejected(exercise, [{"retry": True}, {"retry": False}])
+
+
 def test_format_accepts_zero_retry(exercise: ModuleType) -> None:
-    """format_event accepts retry=0"""
+    """format_event accepts retry=0
+
+    0 is a valid retry: reconnect at once. Is 0 true or false in an `if`? How do you tell
+    "retry was not given" apart from 0?
+    """
     assert _fields(exercise.format_event(retry=0)) == [("retry", "0")]
 
 
@@ -136,7 +174,12 @@ def _assert_cases(exercise: ModuleType, cases: list[Case]) -> None:
 
 
 def test_parse_dispatch(exercise: ModuleType) -> None:
-    """parse_events: data lines, blank-line dispatch, comments, no event without data"""
+    """parse_events: data lines, blank-line dispatch, comments, no event without data
+
+    What do you keep from line to line while an event is being built? When the blank line
+    comes and no data line was seen, what happens? Joining data lines with a newline: how
+    many newlines does the event end up with for `data: a`, `data:`?
+    """
     _assert_cases(exercise, [
         ("one event", ["data: hello\n\n"], [E(data="hello")]),
         ("two events", ["data: a\n\ndata: b\n\n"], [E(data="a"), E(data="b")]),
@@ -149,7 +192,11 @@ def test_parse_dispatch(exercise: ModuleType) -> None:
 
 
 def test_parse_line_ends(exercise: ModuleType) -> None:
-    """parse_events: CRLF, CR and LF all end a line"""
+    """parse_events: CRLF, CR and LF all end a line
+
+    Do you split on LF only? A lone CR ends a line too, and a CRLF is one line end, not a
+    line end followed by an empty line.
+    """
     _assert_cases(exercise, [
         ("CRLF line ends", ["data: a\r\ndata: b\r\n\r\n"], [E(data="a\nb")]),
         ("CR line ends", ["data: a\rdata: b\r\r"], [E(data="a\nb")]),
@@ -159,7 +206,12 @@ def test_parse_line_ends(exercise: ModuleType) -> None:
 
 
 def test_parse_fields(exercise: ModuleType) -> None:
-    """parse_events: field and value split at the first colon, one space removed"""
+    """parse_events: field and value split at the first colon, one space removed
+
+    Do you split at every colon or only the first? How many spaces does the spec remove
+    after it: all of them, or one? What field and value does a line with no colon give?
+    Are field names compared case by case?
+    """
     _assert_cases(exercise, [
         ("field with no colon", ["data\n\n"], [E(data="")]),
         ("two fields with no colon", ["data\ndata\n\n"], [E(data="\n")]),
@@ -172,7 +224,12 @@ def test_parse_fields(exercise: ModuleType) -> None:
 
 
 def test_parse_bom(exercise: ModuleType) -> None:
-    """parse_events strips one byte order mark at the start of the stream only"""
+    """parse_events strips one byte order mark at the start of the stream only
+
+    Where is U+FEFF removed: from every chunk, every line, or only the very start of the
+    stream, and how many of them? An empty chunk (or one that decodes to nothing yet) is
+    not the start of the text.
+    """
     _assert_cases(exercise, [
         ("leading BOM is stripped", ["\ufeffdata: x\n\n"], [E(data="x")]),
         ("only one BOM is stripped", ["\ufeff\ufeffdata: x\n\n"], []),
@@ -183,7 +240,11 @@ def test_parse_bom(exercise: ModuleType) -> None:
 
 
 def test_parse_event_type(exercise: ModuleType) -> None:
-    """parse_events: event sets the type for one event; default message"""
+    """parse_events: event sets the type for one event; default message
+
+    What is the type when no `event` line came, or an empty one? When do you forget the
+    type: after a dispatched event only, or after every blank line?
+    """
     _assert_cases(exercise, [
         ("named event", ["event: tick\ndata: 1\n\n"], [E(data="1", event="tick")]),
         ("empty event name", ["event:\ndata: 1\n\n"], [E(data="1")]),
@@ -195,7 +256,11 @@ def test_parse_event_type(exercise: ModuleType) -> None:
 
 
 def test_parse_id(exercise: ModuleType) -> None:
-    """parse_events: the last event ID persists; an id with NUL is ignored"""
+    """parse_events: the last event ID persists; an id with NUL is ignored
+
+    Do you reset the ID after a dispatch, as you do data and type? It must carry on. What
+    does `id` with an empty value do, and `id` with a NUL in it?
+    """
     _assert_cases(exercise, [
         ("id persists", ["id: 7\ndata: a\n\ndata: b\n\n"],
          [E(data="a", id="7"), E(data="b", id="7")]),
@@ -208,7 +273,12 @@ def test_parse_id(exercise: ModuleType) -> None:
 
 
 def test_parse_retry(exercise: ModuleType) -> None:
-    """parse_events: retry is used only when it is all ASCII digits"""
+    """parse_events: retry is used only when it is all ASCII digits
+
+    Which strings does `int()` accept that the spec ignores (`+5`, `-1`, " 7")? Does
+    `str.isdigit()` accept digits that are not ASCII, like full-width ones? Does retry
+    carry on to later events?
+    """
     _assert_cases(exercise, [
         ("retry", ["retry: 3000\ndata: a\n\n"], [E(data="a", retry=3000)]),
         ("retry persists", ["retry: 3000\n\ndata: a\n\n"], [E(data="a", retry=3000)]),
@@ -220,7 +290,11 @@ def test_parse_retry(exercise: ModuleType) -> None:
 
 
 def test_parse_end_of_stream(exercise: ModuleType) -> None:
-    """parse_events drops an event cut off by the end of the stream"""
+    """parse_events drops an event cut off by the end of the stream
+
+    When the chunks run out, what happens to text still waiting for its line end, and to an
+    event still waiting for its blank line? A browser drops both: no dispatch at the end.
+    """
     _assert_cases(exercise, [
         ("unterminated event is dropped", ["data: a\n\ndata: b\n"], [E(data="a")]),
         ("unterminated line is dropped", ["data: a\n\ndata: b"], [E(data="a")]),
@@ -228,7 +302,11 @@ def test_parse_end_of_stream(exercise: ModuleType) -> None:
 
 
 def test_parse_chunk_boundaries(exercise: ModuleType) -> None:
-    """parse_events handles chunks cut anywhere: inside a CRLF, a UTF-8 character, a BOM"""
+    """parse_events handles chunks cut anywhere: inside a CRLF, a UTF-8 character, a BOM
+
+    What must survive from one chunk to the next: text with no line end yet, half a UTF-8
+    character (one decoder for the whole stream), a CR whose LF may open the next chunk?
+    """
     _assert_cases(exercise, [
         ("CRLF split across chunks", ["data: a\r", "\ndata: b\r", "\n\r", "\n"],
          [E(data="a\nb")]),
@@ -239,8 +317,31 @@ def test_parse_chunk_boundaries(exercise: ModuleType) -> None:
     ])  # fmt: skip
 
 
+def test_parse_invalid_utf8(exercise: ModuleType) -> None:
+    """parse_events turns bytes that are not UTF-8 into U+FFFD, even split across chunks
+
+    What does your decoder do with the byte 0xFF: raise, drop it, or replace it? A browser
+    replaces it with U+FFFD and goes on. Which `errors=` setting does that, and is the
+    same decoder used for the whole stream?
+    """
+    _assert_cases(exercise, [
+        ("invalid byte", [b"data: \xff\n\n"], [E(data="\ufffd")]),
+        ("invalid byte, then text", [b"data: a\xffb\n\n"], [E(data="a\ufffdb")]),
+        ("a character cut short by a line end", [b"data: a\xe2\x82", b"\n\n"],
+         [E(data="a\ufffd")]),
+        ("a bad sequence split across chunks", [b"data: a\xe2", b"\x82b\n\n"],
+         [E(data="a\ufffdb")]),
+        ("the events after it still arrive", [b"data: \xff\n\ndata: ok\n\n"],
+         [E(data="\ufffd"), E(data="ok")]),
+    ])  # fmt: skip
+
+
 def test_parse_is_lazy(exercise: ModuleType) -> None:
-    """parse_events yields an event as soon as its blank line arrives"""
+    """parse_events yields an event as soon as its blank line arrives
+
+    Does any step (decoding, splitting lines, parsing) collect the whole stream in a list
+    or a string before it yields? Each step can be a generator that yields inside its loop.
+    """
 
     def chunks():  # type: ignore[no-untyped-def]
         yield "data: first\n\n"
@@ -250,7 +351,11 @@ def test_parse_is_lazy(exercise: ModuleType) -> None:
 
 
 def test_parse_cr_ends_a_line_at_once(exercise: ModuleType) -> None:
-    """a CR at the end of a chunk ends the line at once (no waiting for an LF)"""
+    """a CR at the end of a chunk ends the line at once (no waiting for an LF)
+
+    After a chunk that ends in CR, do you hold the line back to see whether an LF follows?
+    End the line now; what must you remember about the start of the next chunk?
+    """
 
     def chunks():  # type: ignore[no-untyped-def]
         yield "data: first\r\r"
@@ -272,41 +377,58 @@ def _normalised(data: str) -> str:
     return data.replace("\r\n", "\n").replace("\r", "\n")
 
 
-@PROPERTY
-@given(data=TEXT, event=st.none() | SINGLE_LINE, id=st.none() | NO_NUL_LINE, retry=RETRY,
-       cuts=st.data())  # fmt: skip
-def test_round_trip_any_byte_boundaries(
-    exercise: ModuleType,
-    data: str,
-    event: str | None,
-    id: str | None,
-    retry: int | None,
-    cuts: st.DataObject,
-) -> None:
-    """parse_events(format_event(...)) round-trips any text, cut at any byte"""
-    blob = exercise.format_event(data, event=event, id=id, retry=retry).encode("utf-8")
-    chunks = _split(blob, cuts)
-    expected = exercise.Event(_normalised(data), event or "message", id or "", retry)
-    assert _events(exercise, chunks) == [expected]
+# The @given functions live inside the tests: Hypothesis prints a failing example's
+# arguments, and the `exercise` module among them would show a path on this machine.
 
 
-@PROPERTY
-@given(datas=st.lists(TEXT, min_size=1, max_size=4), newline=st.sampled_from(["\n", "\r", "\r\n"]),
-       cuts=st.data())  # fmt: skip
-def test_round_trip_many_events_any_line_ends(
-    exercise: ModuleType, datas: list[str], newline: str, cuts: st.DataObject
-) -> None:
-    """several events round-trip with LF, CR or CRLF line ends, cut anywhere"""
-    text = "".join(exercise.format_event(d) for d in datas).replace("\n", newline)
-    chunks = _split(text, cuts)
-    assert _events(exercise, chunks) == [exercise.Event(_normalised(d)) for d in datas]
+def test_round_trip_any_byte_boundaries(exercise: ModuleType) -> None:
+    """parse_events(format_event(...)) round-trips any text, cut at any byte
+
+    Run the failing example from the message by hand: format, encode, cut, parse. Is a
+    space at the start of data kept? A CR or CRLF in data? A cut inside a character?
+    """
+
+    @PROPERTY
+    @given(data=TEXT, event=st.none() | SINGLE_LINE, id=st.none() | NO_NUL_LINE, retry=RETRY,
+           cuts=st.data())  # fmt: skip
+    def round_trip(
+        data: str, event: str | None, id: str | None, retry: int | None, cuts: st.DataObject
+    ) -> None:
+        blob = exercise.format_event(data, event=event, id=id, retry=retry).encode("utf-8")
+        chunks = _split(blob, cuts)
+        expected = exercise.Event(_normalised(data), event or "message", id or "", retry)
+        assert _events(exercise, chunks) == [expected]
+
+    round_trip()
+
+
+def test_round_trip_many_events_any_line_ends(exercise: ModuleType) -> None:
+    """several events round-trip with LF, CR or CRLF line ends, cut anywhere
+
+    With CR line ends, a frame ends in two CRs: do both lines end without a later chunk?
+    With a CRLF cut between its CR and LF, does your parser see an extra empty line?
+    """
+
+    @PROPERTY
+    @given(datas=st.lists(TEXT, min_size=1, max_size=4),
+           newline=st.sampled_from(["\n", "\r", "\r\n"]), cuts=st.data())  # fmt: skip
+    def round_trip(datas: list[str], newline: str, cuts: st.DataObject) -> None:
+        text = "".join(exercise.format_event(d) for d in datas).replace("\n", newline)
+        chunks = _split(text, cuts)
+        assert _events(exercise, chunks) == [exercise.Event(_normalised(d)) for d in datas]
+
+    round_trip()
 
 
 # --- the app ----------------------------------------------------------------------------------
 
 
 def test_frames_stream(exercise: ModuleType) -> None:
-    """GET /frames streams events built by format_event"""
+    """GET /frames streams events built by format_event
+
+    The app is written for you: it passes once format_event and parse_events do. Which
+    other checks still fail? Fix those first.
+    """
     with TestClient(exercise.app) as client:
         with client.stream("GET", "/frames") as response:
             assert response.status_code == 200
