@@ -3,14 +3,17 @@
 Server side: `ReplayBuffer` keeps the last events with increasing ids; `GET /events`
 replays what a reconnecting client missed, from its `Last-Event-ID` header.
 Client side: `read_resumable()` reconnects with `Last-Event-ID`, waits the server's
-`retry` time between attempts, and gives up after too many failures in a row.
+`retry` time between attempts, skips events it has already seen, and gives up after
+`max_failures` failed attempts in a row.
 
 Check your work: `course check 04` in a terminal, or the check cell in the notebook.
-Try it by hand: `course serve 04`, open http://127.0.0.1:8000/ (the page reconnects by
-itself), or `curl -N -H "Last-Event-ID: 7" http://127.0.0.1:8000/events`.
+Try it by hand: `course serve 04`, open http://127.0.0.1:8000/ (the server drops the
+connection every 3 events and the page reconnects by itself; `/?drop_after=0` never
+drops), or `curl -N -H "Last-Event-ID: 7" http://127.0.0.1:8000/events`.
 """
 
 import json
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,6 +29,8 @@ from course_app import pace
 from course_app.pages import html_page
 
 RETRY_MS = 100  # how long browsers (and our client) wait before reconnecting
+EVENT_DELAY = 0.3  # seconds between two news events, scaled by the pace
+EVENT_ID = re.compile(r"[0-9]{1,18}")  # not str.isdigit(): it accepts "²", which int() rejects
 
 
 class Event(NamedTuple):
@@ -71,7 +76,10 @@ class ReplayBuffer:
 
 
 class GaveUp(Exception):
-    """read_resumable() failed too many times in a row."""
+    """read_resumable() stopped trying: too many failed attempts in a row, or a client error."""
+
+
+DEFAULT_RETRY_MS = 1000  # until the server sends `retry:` (Chromium waits 3 s)
 
 
 def read_resumable(
@@ -83,51 +91,65 @@ def read_resumable(
 ) -> list[tuple[str, str]]:
     """Read ``news`` events from an SSE endpoint until ``done``, resuming after drops.
 
-    Returns (id, data) pairs. Stops on a ``done`` event or an HTTP 204; raises GaveUp
-    after ``max_failures`` failed attempts in a row.
+    Returns the (id, data) pairs of the news events, each id once, in the order received.
+    Stops on a ``done`` event or an HTTP 204.
+
+    An attempt *fails* when it brings no event with a new id: an error status, a refused
+    or broken connection, or a stream that ends having sent only a hello or events already
+    seen. An attempt that brings new events and then drops is not a failure. When the
+    count of failed attempts in a row reaches ``max_failures``, raise GaveUp: with
+    ``max_failures=3``, three attempts in a row that bring nothing (and a ``retry`` wait
+    between two of them), then GaveUp. A 4xx status other than 429 raises GaveUp at once:
+    asking again would get the same answer.
     """
     # TODO: loop: connect with httpx_sse.connect_sse(client, "GET", url, headers=...),
-    #       sending {"Last-Event-ID": <last id seen>} once you have seen an id.
-    # TODO: status 204: return what you have. Another non-200 status counts as a failure
-    #       (check event_source.response.status_code BEFORE iter_sse(), which raises on a
-    #       non-SSE content type).
-    # TODO: for each event: remember sse.retry (milliseconds) when it is set and not
-    #       negative (httpx-sse parses "-1" too; lesson 03's parser would ignore it), and
-    #       sse.id when it is not empty; collect (sse.id, sse.data) for "news" events;
-    #       return on "done". Only progress, an id you had not seen yet, resets the count
-    #       of failures in a row: a server that says hello and then fails must not keep
-    #       you reconnecting forever.
-    # TODO: a stream that ends without "done", or an httpx.TransportError, is a failure:
-    #       after more than max_failures in a row raise GaveUp("... gave up after N ..."),
-    #       else sleep(retry / 1000) and reconnect.
+    #       sending {"Last-Event-ID": <id of the newest event you received>} once there is one.
+    # TODO: look at event_source.response.status_code BEFORE iter_sse(): 204 -> return what
+    #       you have; 4xx other than 429 -> raise GaveUp now, with the status in the message;
+    #       anything else but 200 is a failed attempt: do not read its body, even when it is
+    #       an event stream.
+    # TODO: for each event: remember sse.retry (milliseconds) when it is set and not negative
+    #       (httpx-sse parses "-1" too; lesson 03's parser would ignore it; 0 is valid: no
+    #       wait); return on "done". An event whose id is not empty and not seen before is
+    #       progress: remember its id, and collect (sse.id, sse.data) if it is "news". Skip
+    #       events whose id you have already seen: a server may replay them.
+    # TODO: after an attempt (the stream ended without "done", or an httpx.TransportError):
+    #       no progress in it -> one more failure in a row, else the count starts again at 0.
+    #       At max_failures failures in a row raise GaveUp("... gave up after N failed
+    #       attempts in a row"), otherwise sleep(retry / 1000) and reconnect.
     ### BEGIN SOLUTION
     received: list[tuple[str, str]] = []
+    seen: set[str] = set()
     last_id = ""
-    retry_ms = 1000
+    retry_ms = DEFAULT_RETRY_MS
     failures = 0
     while True:
         headers = {"Last-Event-ID": last_id} if last_id else {}
+        progress = False
         try:
             with httpx_sse.connect_sse(client, "GET", url, headers=headers) as source:
                 status = source.response.status_code
                 if status == 204:
                     return received
+                if 400 <= status < 500 and status != 429:
+                    raise GaveUp(f"{url}: HTTP {status}, a client error: retrying cannot help")
                 if status == 200:
                     for sse in source.iter_sse():
                         if sse.retry is not None and sse.retry >= 0:
                             retry_ms = sse.retry
-                        if sse.id and sse.id != last_id:  # progress: a new event
-                            last_id = sse.id
-                            failures = 0
                         if sse.event == "done":
                             return received
-                        if sse.event == "news":
-                            received.append((sse.id, sse.data))
+                        if sse.id and sse.id not in seen:  # progress: an event not seen yet
+                            seen.add(sse.id)
+                            last_id = sse.id
+                            progress = True
+                            if sse.event == "news":
+                                received.append((sse.id, sse.data))
         except httpx.TransportError:
-            pass
-        failures += 1
-        if failures > max_failures:
-            raise GaveUp(f"{url}: gave up after {max_failures} failed attempts in a row")
+            pass  # refused, reset, timed out, or not an event stream (httpx_sse.SSEError)
+        failures = 0 if progress else failures + 1
+        if failures >= max_failures:
+            raise GaveUp(f"{url}: gave up after {failures} failed attempts in a row")
         sleep(retry_ms / 1000)
     ### END SOLUTION
 
@@ -155,7 +177,8 @@ def create_app(total: int = 10, maxlen: int = 50) -> FastAPI:
         last_event_id: Annotated[str | None, Header()] = None,
         drop_after: Annotated[int | None, Query(ge=1, le=1000)] = None,
     ) -> Response | EventSourceResponse:
-        if last_event_id is not None and not last_event_id.isdigit():
+        # Browsers send no header rather than an empty one; accept both as "from the start".
+        if last_event_id and not EVENT_ID.fullmatch(last_event_id):
             raise HTTPException(400, "Last-Event-ID must be the id of an event from this stream")
         after = int(last_event_id) if last_event_id else None
         if after is not None and after >= buffer.last_id:
@@ -172,7 +195,7 @@ def create_app(total: int = 10, maxlen: int = 50) -> FastAPI:
                 sent += 1
                 if drop_after is not None and sent >= drop_after and event.id < buffer.last_id:
                     return  # simulate a dropped connection: the client must resume
-                await pace.sleep(0.05)
+                await pace.sleep(EVENT_DELAY)
             yield {"event": "done", "data": "{}"}
 
         return EventSourceResponse(stream(), ping=15)
