@@ -1,21 +1,27 @@
-"""Lesson 06: make any event source a well-behaved stream.
+"""Lesson 06: retry a failing source while the client has received nothing.
 
-`safe_events()` wraps an async source of SSE events (sse-starlette dicts) so the client
-always learns how the stream ended: exactly one `done` after a normal end, exactly one
-`error` event (a code and a safe message, never the exception's text) on a failure or a
-stalled source, and nothing at all once the client has left. The source is always closed.
+The notebook's `safe_events()` reports the first failure of its one source. A source that
+fails *before its first event* has sent the client nothing, so the server can quietly open
+a fresh one instead: the client only sees the first row arrive a little later. Once a row
+is out, a retry would send rows again, so from then on a failure ends the stream.
+
+`retrying_events()` takes a *source factory* (a function that opens a new source each time
+it is called) and ends every stream with exactly one terminal event: `done`, or one
+`error` event whose code, message and `retryable` flag come from the `FAILURES` table
+through `classify()`, never from the exception's text.
 
 `report_stream()` checks what it can *before* streaming, while a real 404 is still possible.
 
 Check your work: `course check 06` in a terminal, or the check cell in the notebook.
 Try it by hand: `course serve 06`, then
-`curl -N "http://127.0.0.1:8000/reports/daily/stream?fail_at=3"`.
+`curl -N "http://127.0.0.1:8000/reports/daily/stream?refused=2"` (two refused connections,
+retried: you see six rows) and `...?refused=2&fail_at=3` (a failure after three rows).
 """
 
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query
@@ -37,44 +43,90 @@ class StreamError(BaseModel):
     retryable: bool
 
 
-def error_event(code: str, message: str, *, retryable: bool) -> Event:
+# What each kind of failure tells the client; `classify()` takes the first entry that fits.
+FAILURES: dict[type[Exception], StreamError] = {
+    TimeoutError: StreamError(
+        code="timeout", message="The data source stopped responding.", retryable=True
+    ),
+    ConnectionError: StreamError(
+        code="unavailable", message="The data source is unavailable.", retryable=True
+    ),
+}
+# Everything else: a bug, most likely. Trying again will not fix it.
+INTERNAL = StreamError(
+    code="internal", message="Something went wrong on the server.", retryable=False
+)
+
+
+def error_event(error: StreamError) -> Event:
     """An `error` event whose data is the JSON of a StreamError (never an f-string)."""
-    payload = StreamError(code=code, message=message, retryable=retryable)
-    return {"event": "error", "data": payload.model_dump_json()}
+    return {"event": "error", "data": error.model_dump_json()}
 
 
 DONE: Event = {"event": "done", "data": "{}"}
 
 
-async def safe_events(source: AsyncIterator[Event], *, item_timeout: float) -> AsyncIterator[Event]:
-    """The source's events, then exactly one terminal event; see the module docstring."""
-    # TODO: pull events one at a time with `await anext(source)` inside
-    #       `async with asyncio.timeout(item_timeout):`, and yield each one.
-    # TODO: StopAsyncIteration means the source is finished: yield DONE once, then stop.
-    # TODO: TimeoutError: log a warning, yield error_event("timeout", ..., retryable=True).
-    #       Any other Exception: logger.exception(...) (the details stay in the server log),
-    #       then yield error_event("internal", ..., retryable=False). The message must not
-    #       contain str(exc). Stop after the error event.
-    # TODO: let GeneratorExit and CancelledError through (they are not Exceptions: do not
-    #       catch BaseException), and always `await source.aclose()` in a `finally`. No
-    #       `yield` in that finally: the client may be gone.
-    raise NotImplementedError("TODO: write safe_events()")
+def classify(exc: Exception) -> StreamError:
+    """The StreamError of the first FAILURES entry that `exc` is an instance of, else INTERNAL."""
+    # TODO: look the exception up in FAILURES (read the table each time: adding an entry
+    #       must need no code change). A subclass counts: ConnectionRefusedError is a
+    #       ConnectionError.
+    raise NotImplementedError("TODO: write classify()")
+
+
+async def retrying_events(
+    open_source: Callable[[], AsyncIterator[Event]], *, attempts: int, item_timeout: float
+) -> AsyncIterator[Event]:
+    """The events of `open_source()`, then exactly one `done` or `error`.
+
+    A failure before the source's first event is retried with a fresh source, up to
+    `attempts` sources in all, if `classify()` calls it retryable. Any other failure ends
+    the stream with one error event. Every source opened is closed, whatever happens.
+    """
+    # TODO: open a source with open_source() for each attempt, and pull its events one at
+    #       a time, each within `item_timeout` seconds (a stall is a TimeoutError, and
+    #       FAILURES already knows what to tell the client about it).
+    # TODO: the source is finished: yield DONE once, and stop.
+    # TODO: an Exception: classify it. If the error is retryable, nothing has been yielded
+    #       yet and attempts are left, log a warning and go on with the next attempt.
+    #       Otherwise log it with logger.exception() (the details stay in the server log),
+    #       yield its error_event(), and stop.
+    # TODO: close every source you opened, on every ending, with no `yield` while closing
+    #       (the client may be gone). CancelledError and GeneratorExit are no failures to
+    #       report or retry: let them through.
+    raise NotImplementedError("TODO: write retrying_events()")
     yield  # keeps this a generator; replace both lines
 
 
 REPORTS = {"daily": 6, "weekly": 10}
+ATTEMPTS = 3
 ITEM_TIMEOUT = 2.0  # seconds one row may take: a real limit, so not scaled by the pace
 
 
-async def report_rows(name: str, fail_at: int | None, stall_at: int | None) -> AsyncIterator[Event]:
-    """A pretend data source: rows of a report, with a failure or a stall on request."""
-    for number in range(REPORTS[name]):
-        if number == fail_at:
-            raise ConnectionError("db.internal:5432 refused user 'reports' (password=hunter2)")
-        if number == stall_at:
-            await asyncio.Event().wait()  # hangs until cancelled
-        yield {"event": "row", "data": json.dumps({"report": name, "row": number})}
-        await pace.sleep(0.2)
+def report_opener(
+    name: str, *, refused: int = 0, fail_at: int | None = None, stall_at: int | None = None
+) -> Callable[[], AsyncIterator[Event]]:
+    """Opens a pretend data source for a report; its first `refused` connections fail."""
+    opened = 0
+
+    async def rows() -> AsyncIterator[Event]:
+        nonlocal opened
+        opened += 1
+        if opened <= refused:
+            raise ConnectionRefusedError(
+                "db.internal:5432 refused user 'reports' (password=hunter2)"
+            )
+        for number in range(REPORTS[name]):
+            if number == fail_at:
+                raise ConnectionResetError(
+                    "db.internal:5432 reset (user 'reports', password=hunter2)"
+                )
+            if number == stall_at:
+                await asyncio.Event().wait()  # hangs until cancelled
+            yield {"event": "row", "data": json.dumps({"report": name, "row": number})}
+            await pace.sleep(0.2)
+
+    return rows
 
 
 app = FastAPI(title="Lesson 06: errors in streams")
@@ -83,12 +135,13 @@ app = FastAPI(title="Lesson 06: errors in streams")
 @app.get("/reports/{name}/stream")
 async def report_stream(
     name: str,
+    refused: Annotated[int, Query(ge=0)] = 0,
     fail_at: Annotated[int | None, Query(ge=0)] = None,
     stall_at: Annotated[int | None, Query(ge=0)] = None,
 ) -> EventSourceResponse:
     # TODO: an unknown report is a 404: raise HTTPException here, before streaming (once
     #       the first byte is out, the status is 200 whatever happens). FastAPI has already
-    #       answered 422 for a bad `fail_at` or `stall_at`.
-    # TODO: return an EventSourceResponse of safe_events() over report_rows(...), with
-    #       item_timeout=ITEM_TIMEOUT.
+    #       answered 422 for a bad `refused`, `fail_at` or `stall_at`.
+    # TODO: return an EventSourceResponse of retrying_events() over
+    #       report_opener(name, ...), with ATTEMPTS and ITEM_TIMEOUT.
     raise NotImplementedError("TODO: write report_stream()")
