@@ -116,20 +116,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise CommandError(f"port {args.port} is in use; pick another with --port")
     base = f"http://127.0.0.1:{args.port}"
     print(f"Serving lesson {lesson.number} on {base}  (Ctrl+C stops)")
-    for path in lesson.try_paths or _get_routes(app):
-        verb, _, rest = path.partition(" ") if " " in path else ("GET", "", path)
-        if verb == "PAGE":
-            print(f"Open in a browser: {base}{rest}")
-        elif verb == "GET":
-            print(f'Try: curl -N "{base}{rest}"')
-        else:
-            print(f"Try: curl -N -X {verb} {rest.replace('URL', base)}")
+    for entry in lesson.try_paths or _get_routes(app):
+        if entry.startswith("PAGE "):
+            print(f"Open in a browser: {base}{entry.removeprefix('PAGE ')}")
+        elif entry.startswith("/"):
+            print(f'Try: curl -N "{base}{entry}"')
+        else:  # curl arguments, URL standing for the server's address; "POST ..." for -X POST
+            verb, _, rest = entry.partition(" ")
+            if verb in _VERBS:
+                entry = f"-X {verb} {rest}"
+            print(f"Try: curl -N {entry.replace('URL', base)}")
     # The app's own `lesson.*` loggers speak at INFO, next to uvicorn's lines.
     show_lesson_logs()
     uvicorn.run(
         app, host="127.0.0.1", port=args.port, log_level="info", timeout_graceful_shutdown=2
     )
     return 0
+
+
+_VERBS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 def _get_routes(app: object) -> list[str]:

@@ -31,7 +31,7 @@ class Lesson:
     hint: str
     serve: str | None = None  # "module:attribute" of the app `course serve` runs
     # What `course serve` suggests trying: "/path?query" (curl), "PAGE /path" (a browser),
-    # or "POST curl-arguments" with URL standing for the server's address.
+    # or curl arguments with URL standing for the server's address ("POST URL/jobs -d ...").
     try_paths: tuple[str, ...] = ()
 
     @property

@@ -71,7 +71,7 @@ slug = "demo"
 title = "Demo lesson"
 minutes = 5
 hint = "What does str.upper() return?"
-try = ["/shout/hey", "PAGE /docs"]
+try = ["/shout/hey", "PAGE /docs", "POST URL/shout/hey"]
 """
 
 
@@ -246,6 +246,7 @@ def test_serve_runs_the_lessons_app(course: Path) -> None:
     # It suggests the lesson's real URLs, not a bare "/" that is a 404 for most lessons.
     assert f'Try: curl -N "http://127.0.0.1:{port}/shout/hey"' in out
     assert f"Open in a browser: http://127.0.0.1:{port}/docs" in out
+    assert f"Try: curl -N -X POST http://127.0.0.1:{port}/shout/hey" in out
 
 
 def test_lab_starts_jupyterlab_with_the_course_settings(tmp_path: Path) -> None:
