@@ -6,12 +6,18 @@ still open 5 s after the last client left, and how each one ended: `CancelledErr
 disconnect cancelled it at an `await`), `GeneratorExit` (something called its `aclose()`,
 or the garbage collector found it abandoned at a `yield`).
 
+Without `--stalled`, the generator pauses only 1 ms between events, so it is often ahead
+of its client: `fastapi.sse` then leaves it paused at its `yield` (its producer task is
+cancelled while handing an event over, outside the generator), and the garbage collector,
+not the disconnect, closes it (`GeneratorExit`). How many depends on the load on the
+machine: 0 to 7 of 20 in our runs, 0 when it was idle.
+
 With `--stalled`, events are 64 kB and each client stops reading for 0.5 s before it
-leaves: the socket buffers fill and the server's send blocks. `fastapi.sse` then leaves the
-generator paused at its `yield` (its producer task is cancelled while it waits to hand an
-event over), and only the garbage collector closes it, when it happens to run.
-`/fastapi-sse+cleanup` is the remedy from `course_app.request_cleanup`: the route
-registers the generator's `aclose()` on the request's exit stack.
+leaves: the socket buffers fill and the server's send blocks, so `fastapi.sse` leaves every
+generator paused at its `yield`, and only the garbage collector closes it, when it happens
+to run. `/fastapi-sse+cleanup` is the remedy from `course_app.request_cleanup`: the route
+registers its source's `aclose()` on the request's exit stack. The generator counted there
+is that source; the route's own generator still waits for the collector (lesson 05).
 
 Run: .venv/bin/python benchmarks/sse_disconnect.py [N] [--stalled]
 """

@@ -51,7 +51,8 @@ async def numbered_events(
     #       `count` events (None: never); raise RuntimeError("the data source failed")
     #       when n == fail_at.
     # TODO: if asyncio.CancelledError arrives (the client left, or the server is shutting
-    #       down), log it with logger.info(...) and RE-RAISE it.
+    #       down), log it with logger.info(...) (a message with the word "cancelled" in
+    #       it) and RE-RAISE it.
     # TODO: release the connection in `finally`, so it happens exactly once on every path.
     #       (A client too slow to read is dropped by send_timeout: sse-starlette then
     #       closes the generator, so GeneratorExit, not CancelledError, arrives at `yield`.)

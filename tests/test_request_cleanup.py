@@ -4,24 +4,49 @@ The scenario is the one fastapi.sse gets wrong on its own: a client reads a few 
 stops reading (socket buffers fill, FastAPI's producer task blocks handing an event over),
 then leaves. The cyclic garbage collector is off during these tests, so only a real close
 can end a generator, not the collector happening to run.
+
+Some tests assert FastAPI 0.163.2's behaviour on purpose (the route's generator left open,
+a function-scoped stack closed before the first event): lesson 05 teaches it, and these
+tests say when a FastAPI upgrade changes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from course_app import LessonServer
-from course_app.request_cleanup import RequestCleanup
+from course_app.request_cleanup import RequestCleanup, request_exit_stack
 
 BIG = "x" * 64_000  # a few events fill the socket buffers
+
+
+RELEASED: dict[str, str] = {}  # tag -> "released", filled by the connection dependency
+
+
+async def connection(tag: str) -> AsyncIterator[str]:
+    """The idiomatic form: a dependency with yield that owns the resource."""
+    try:
+        yield tag
+    finally:
+        await asyncio.sleep(0.01)  # a release that awaits still completes
+        RELEASED[tag] = "released"
+
+
+Connection = Annotated[str, Depends(connection)]
+# What lesson 05 warns against: the stack is closed before the generator's body runs.
+FunctionScopedCleanup = Annotated[
+    contextlib.AsyncExitStack, Depends(request_exit_stack, scope="function")
+]
 
 
 def make_app(endings: dict[str, str]) -> FastAPI:
@@ -45,8 +70,23 @@ def make_app(endings: dict[str, str]) -> FastAPI:
     async def with_cleanup(tag: str, cleanup: RequestCleanup) -> AsyncIterator[ServerSentEvent]:
         source = endless(tag)
         cleanup.push_async_callback(source.aclose)
-        async for data in source:
+        try:
+            async for data in source:
+                yield ServerSentEvent(raw_data=data)
+        finally:
+            endings[f"{tag} route"] = "finally ran"
+
+    @app.get("/with-dependency", response_class=EventSourceResponse)
+    async def with_dependency(tag: str, conn: Connection) -> AsyncIterator[ServerSentEvent]:
+        async for data in endless(tag):
             yield ServerSentEvent(raw_data=data)
+
+    @app.get("/function-scope", response_class=EventSourceResponse)
+    async def function_scope(
+        cleanup: FunctionScopedCleanup,
+    ) -> AsyncIterator[ServerSentEvent]:
+        cleanup.callback(endings.__setitem__, "function-scope", "callback ran")
+        yield ServerSentEvent(data="only")
 
     @app.get("/short", response_class=EventSourceResponse)
     async def short(cleanup: RequestCleanup) -> AsyncIterator[ServerSentEvent]:
@@ -117,3 +157,39 @@ def test_the_stack_closes_after_a_stream_that_ends_normally(
     assert response.status_code == 200
     assert "data: " in response.text
     assert ended_within(endings, "short", seconds=10)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_yield_dependency_releases_for_a_stalled_client(
+    server: LessonServer, endings: dict[str, str], attempt: int
+) -> None:
+    """the idiomatic form: a dependency with yield releases what it owns, even for a stuck route"""
+    tag = f"dependency-{attempt}"
+    RELEASED.pop(tag, None)
+    read_stall_leave(f"{server.url}/with-dependency?tag={tag}")
+    assert ended_within(RELEASED, tag, seconds=10), "the connection was kept"
+
+
+def test_the_routes_own_finally_still_waits_for_the_collector(
+    server: LessonServer, endings: dict[str, str]
+) -> None:
+    """the stack closes what is registered on it, not the route's generator (FastAPI 0.163)"""
+    stuck = 0
+    for attempt in range(3):
+        tag = f"route-{attempt}"
+        read_stall_leave(f"{server.url}/with-cleanup?tag={tag}")
+        assert ended_within(endings, tag, seconds=10), "the registered source is still open"
+        stuck += not ended_within(endings, f"{tag} route", seconds=1)
+    assert stuck >= 1, (
+        "every route's finally ran: FastAPI closes the generator now; update lesson 05"
+    )
+
+
+def test_a_function_scoped_stack_never_runs_its_callbacks(
+    server: LessonServer, endings: dict[str, str]
+) -> None:
+    """scope="function" closes the stack before the first event: keep RequestCleanup request-scoped"""
+    response = httpx.get(f"{server.url}/function-scope", timeout=10)
+    assert response.status_code == 200
+    assert "data: " in response.text
+    assert not ended_within(endings, "function-scope", seconds=1)

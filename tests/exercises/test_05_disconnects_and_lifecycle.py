@@ -24,45 +24,80 @@ def wait_until_released(streams, deadline_s: float = 10.0) -> int:
     return streams.open
 
 
+def server_said(server: LessonServer) -> str:
+    """The last error the server logged, as " (the server logged: ...)", or ""."""
+    errors = [line.splitlines()[-1].strip() for line in server.logs if line.startswith("ERROR")]
+    if not errors:
+        return ""
+    last = errors[-1]
+    if last.startswith("(") and last.endswith(")"):
+        last = last[1:-1]
+    return f" (the server logged: {last})"
+
+
 @pytest.fixture
 def server(exercise: ModuleType) -> Iterator[LessonServer]:
     with LessonServer(exercise.create_app(), name="t05", grace=0.5) as running:
         yield running
 
 
-def read_events(url: str, how_many: int | None) -> list[str]:
+def read_events(server: LessonServer, path: str, how_many: int | None) -> list[str]:
     """Read `how_many` data lines (None: all), then hang up."""
     lines: list[str] = []
-    with httpx.Client(timeout=10) as client, client.stream("GET", url) as response:
-        assert response.status_code == 200
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                lines.append(line)
-                if how_many is not None and len(lines) == how_many:
-                    break
+    try:
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream("GET", server.url + path) as response,
+        ):
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    lines.append(line)
+                    if how_many is not None and len(lines) == how_many:
+                        break
+    except httpx.RemoteProtocolError:
+        pytest.fail(f"the stream broke off after {len(lines)} events{server_said(server)}")
     return lines
 
 
 def test_normal_end_releases(exercise: ModuleType, server: LessonServer) -> None:
-    """a stream that runs to its end releases its connection"""
-    assert len(read_events(server.url + "/events?count=3", None)) == 3
+    """a stream that runs to its end releases its connection
+
+    Where do you acquire: before the loop, so that every way out of the generator passes
+    one single release? Does the loop stop after `count` events?
+    """
+    assert len(read_events(server, "/events?count=3", None)) == 3
     streams = server.app.state.streams
-    assert wait_until_released(streams) == 0
-    assert streams.peak == 1
+    still_open = wait_until_released(streams)
+    assert still_open == 0, "the connection was not released"
+    peak = streams.peak
+    assert peak == 1, "one stream should hold exactly one connection"
 
 
 def test_disconnect_releases(server: LessonServer) -> None:
-    """a client that leaves mid-stream: the connection is released"""
-    read_events(server.url + "/events", 3)
-    assert wait_until_released(server.app.state.streams) == 0
+    """a client that leaves mid-stream: the connection is released
+
+    When the client hangs up, sse-starlette cancels your generator at its `await`. Which
+    block runs on that path as well as after the last event? The test also looks in the
+    log for a line with the word "cancelled": did you log the CancelledError?
+    """
+    read_events(server, "/events", 3)
+    still_open = wait_until_released(server.app.state.streams)
+    assert still_open == 0, "the connection was not released"
     deadline = time.monotonic() + 5
     while not any("cancelled" in line for line in server.logs) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert any("cancelled" in line for line in server.logs), "log the cancellation"
+    logged = any("cancelled" in line for line in server.logs)
+    assert logged, 'log the cancellation: logger.info(...) with the word "cancelled" in the message'
 
 
 def test_error_releases(server: LessonServer) -> None:
-    """an error inside the stream: the connection is released"""
+    """an error inside the stream: the connection is released
+
+    With `fail_at=2`, events 0 and 1 go out, then the data source fails: is the check made
+    before event `fail_at` is yielded? The exception leaves your generator: does your
+    release sit where an exception passes too?
+    """
     received: list[str] = []
     with pytest.raises(httpx.RemoteProtocolError):  # the connection is cut mid-body
         with httpx.Client(timeout=10) as client:
@@ -70,14 +105,22 @@ def test_error_releases(server: LessonServer) -> None:
                 for line in response.iter_lines():
                     if line.startswith("data:"):
                         received.append(line)
-    assert len(received) == 2, "two events, then the failure"
+    assert len(received) == 2, f"two events, then the failure{server_said(server)}"
     streams = server.app.state.streams
-    assert wait_until_released(streams) == 0
-    assert streams.peak == 1
+    still_open = wait_until_released(streams)
+    assert still_open == 0, "the connection was not released"
+    peak = streams.peak
+    assert peak == 1, "one stream should hold exactly one connection"
 
 
 def test_frozen_client_releases(exercise: ModuleType) -> None:
-    """a client that stops reading is dropped by send_timeout: the connection is released"""
+    """a client that stops reading is dropped by send_timeout: the connection is released
+
+    When a send times out, sse-starlette closes your generator while it is paused at its
+    `yield`: GeneratorExit arrives there, not CancelledError. Does your `except` let it
+    through untouched, and does your release still run? Do the events carry `size`
+    characters of padding, so that they fill the buffers?
+    """
     app = exercise.create_app(send_timeout=0.5)
     with LessonServer(app, name="t05-frozen", grace=0.5) as server:
         streams = server.app.state.streams
@@ -87,31 +130,49 @@ def test_frozen_client_releases(exercise: ModuleType) -> None:
             deadline = time.monotonic() + 10
             while not streams.peak and time.monotonic() < deadline:
                 time.sleep(0.01)
-            assert streams.peak == 1, "the stream did not start"
+            peak = streams.peak
+            assert peak == 1, f"the stream did not start{server_said(server)}"
             # We never read: the socket buffers fill up, a send stalls, send_timeout fires.
-            assert wait_until_released(streams) == 0, "the frozen client kept its connection"
+            still_open = wait_until_released(streams)
+            assert still_open == 0, "the frozen client kept its connection"
 
 
 def test_shutdown_releases(exercise: ModuleType) -> None:
-    """a server shutting down with a client connected: the connection is released"""
+    """a server shutting down with a client connected: the connection is released
+
+    A shutdown ends the stream by cancellation, as a client that leaves does. Which block
+    of your generator runs then, and does anything in your `except` stop the cancellation
+    from finishing the stream?
+    """
     server = LessonServer(exercise.create_app(), name="t05-shutdown", grace=0.5).start()
     streams = server.app.state.streams
-    with (
-        httpx.Client(timeout=10) as client,
-        client.stream("GET", server.url + "/events") as response,
-    ):
-        lines = response.iter_lines()
-        next(line for line in lines if line.startswith("data:"))
-        assert streams.open == 1
-        stopper = threading.Thread(target=server.stop)
-        stopper.start()
-        stopper.join(15)
-    assert not stopper.is_alive()
-    assert streams.open == 0
+    try:
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream("GET", server.url + "/events") as response,
+        ):
+            lines = response.iter_lines()
+            try:
+                next(line for line in lines if line.startswith("data:"))
+            except httpx.RemoteProtocolError:
+                pytest.fail(f"the stream broke off before its first event{server_said(server)}")
+            assert streams.open == 1, "a running stream should hold one connection"
+            stopper = threading.Thread(target=server.stop)
+            stopper.start()
+            stopper.join(15)
+        assert not stopper.is_alive(), "the server did not stop"
+        assert streams.open == 0, "the connection was not released at shutdown"
+    finally:
+        server.stop()
 
 
 def test_cancellation_propagates(exercise: ModuleType) -> None:
-    """cancelling the consuming task cancels it for real (CancelledError is re-raised)"""
+    """cancelling the consuming task cancels it for real (CancelledError is re-raised)
+
+    After logging the CancelledError, does your `except` block end by raising it again? A
+    `return`, a `break` or falling off the end makes the task look finished instead of
+    cancelled (lesson 01).
+    """
 
     async def main() -> tuple[bool, int]:
         streams = exercise.OpenStreams()
@@ -129,19 +190,31 @@ def test_cancellation_propagates(exercise: ModuleType) -> None:
 
     cancelled, still_open = asyncio.run(main())
     assert cancelled, "CancelledError was swallowed: the task finished instead"
-    assert still_open == 0
+    assert still_open == 0, "the connection was not released"
 
 
 def test_events_are_numbered_with_ids(server: LessonServer) -> None:
-    """events carry ids 0, 1, 2 and JSON data"""
-    with httpx.Client(timeout=10) as client:
-        body = client.get(server.url + "/events?count=3").text
+    """events carry ids 0, 1, 2 and JSON data
+
+    Besides `data`, which key of the dict you yield becomes the `id:` line, and what type
+    must its value be? Is `data` built with `json.dumps` from a dict with `n` and `pad`?
+    """
+    try:
+        with httpx.Client(timeout=10) as client:
+            body = client.get(server.url + "/events?count=3").text
+    except httpx.RemoteProtocolError:
+        pytest.fail(f"the stream broke off{server_said(server)}")
     ids = [line for line in body.splitlines() if line.startswith("id:")]
     assert ids == ["id: 0", "id: 1", "id: 2"]
     assert 'data: {"n": 2, "pad": ""}' in body
 
 
 def test_bad_parameters_are_422(server: LessonServer) -> None:
-    """count=-1 or size too large is a 422 before any stream starts"""
+    """count=-1 or size too large is a 422 before any stream starts
+
+    This one checks the route, which is given: FastAPI checks the query parameters against
+    their `Query(ge=..., le=...)` limits before your generator is even created. If it
+    fails, has the route's signature been changed?
+    """
     assert httpx.get(server.url + "/events?count=-1").status_code == 422
     assert httpx.get(server.url + "/events?size=99999999").status_code == 422
