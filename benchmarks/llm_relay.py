@@ -30,11 +30,10 @@ async def direct(settings) -> tuple[float, float, int]:
     client = openai.AsyncOpenAI(base_url=settings.base_url, api_key=settings.api_key, max_retries=0)
     started = time.perf_counter()
     first, count = None, 0
-    stream = await client.chat.completions.create(
-        model=settings.model, messages=[{"role": "user", "content": PROMPT}], stream=True
-    )
-    async for chunk in stream:
-        if chunk.choices and chunk.choices[0].delta.content:
+    # The relay asks the Responses API, so the direct reading does too.
+    stream = await client.responses.create(model=settings.model, input=PROMPT, stream=True)
+    async for event in stream:
+        if event.type == "response.output_text.delta":
             first = first or time.perf_counter() - started
             count += 1
     await client.close()

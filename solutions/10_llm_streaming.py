@@ -1,10 +1,12 @@
-"""Lesson 10: relay an LLM's tokens to the browser as Server-Sent Events.
+"""Lesson 10: relay a model's answer to the browser as Server-Sent Events.
 
-`POST /chat/stream` takes a chat history, asks an OpenAI-compatible API for a streamed
-answer and relays it as `token` events, then one `done` event with the token usage. An
-upstream failure becomes one `error` event (a code and a safe message: no internals), and
-when the browser leaves, the upstream request is closed so the model stops generating.
-`GET /` is a chat page that uses it.
+`POST /chat/stream` takes a chat history and asks an OpenAI-compatible API for a streamed
+answer through the **Responses API** (`client.responses.create(..., stream=True)`; the
+notebook relays Chat Completions). It relays the answer as `token` events, then exactly
+one terminal event: `done` with the status and the token usage, or `error` (a code, a safe
+message and whether retrying makes sense: no internals). When the browser leaves, the
+upstream request is closed so the model stops generating. `GET /` is a chat page that
+uses it.
 
 Check your work: `course check 10` in a terminal, or the check cell in the notebook.
 Try it by hand: `course serve 10` (it starts the course's fake LLM server too), then open
@@ -41,6 +43,7 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(BaseModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=100)]
+    max_tokens: Annotated[int | None, Field(ge=1, le=4096)] = None  # cuts the answer short
     # Only the fake server knows faults; the relay ignores this for a real provider.
     simulate: Literal[FAULTS] | None = None  # type: ignore[valid-type]
 
@@ -52,6 +55,7 @@ SAFE_MESSAGES = {
     "rate_limited": "The model is busy. Try again in a moment.",
     "upstream_unavailable": "Lost the connection to the model.",
     "upstream_error": "The model failed to answer.",
+    "internal": "Something went wrong on the server.",
 }
 
 
@@ -65,64 +69,82 @@ def error_event(code: str, message: str, *, retryable: bool) -> Event:
     return sse_event("error", {"code": code, "message": message, "retryable": retryable})
 
 
-async def relay_tokens(
+async def relay_response(
     client: openai.AsyncOpenAI,
     model: str,
     messages: list[dict[str, str]],
+    *,
+    max_output_tokens: int | None = None,
     extra_headers: dict[str, str] | None = None,
 ) -> AsyncIterator[Event]:
-    """``token`` events, then ``done`` with usage; or one ``error`` event. See the module doc."""
-    # TODO: start the upstream stream: client.chat.completions.create(model=..., messages=...,
-    #       stream=True, stream_options={"include_usage": True}, extra_headers=extra_headers).
-    # TODO: for every chunk: `chunk.choices` may be EMPTY (the last, usage-only chunk), so
-    #       never index [0] blindly. Yield sse_event("token", {"text": ...}) for each
-    #       non-empty delta.content; remember chunk.usage and the finish_reason.
-    # TODO: close the upstream stream however the loop ends (`async with stream:`), also
-    #       when this generator is closed at a yield (sse-starlette calls aclose() on it when
-    #       a send fails or times out): closing the stream is what stops the model.
-    # TODO: after a normal end yield sse_event("done", {"finish_reason": ...,
-    #       "usage": {...} or None}).
-    # TODO: turn upstream failures into ONE error_event(code, SAFE_MESSAGES[code], ...) and
-    #       log the real exception with logger.warning(...); never put str(exc) in the event:
-    #       openai.RateLimitError -> "rate_limited" (retryable), openai.APIConnectionError ->
-    #       "upstream_unavailable" (retryable), any other openai.APIError -> "upstream_error"
-    #       (retryable only if it is an APIStatusError with status >= 500).
+    """``token`` events, then exactly one ``done`` or ``error`` event. See the module doc."""
+
+    # The notebook relays Chat Completions; this relays the Responses API, whose stream is
+    # different: named events (event.type), no [DONE], and failures that arrive as events.
+    # TODO: start the stream: `await client.responses.create(model=..., input=messages,
+    #       stream=True, max_output_tokens=..., extra_headers=...)`, and close it however
+    #       this generator ends (`async with stream:`), also when it is closed at a yield:
+    #       closing the stream is what stops the model.
+    # TODO: relay each "response.output_text.delta" event as sse_event("token", {"text": ...}).
+    # TODO: the stream ends with ONE terminal event; relay it as ONE event, then stop:
+    #       "response.completed" / "response.incomplete" -> sse_event("done", {"status":
+    #       event.response.status, "usage": {"input_tokens": ..., "output_tokens": ...}});
+    #       "error" / "response.failed" (the SDK does not raise for these) -> log it, then
+    #       error_event("upstream_error", ..., retryable=False).
+    # TODO: no terminal event before the stream ended? The answer was cut off: that is an
+    #       "upstream_unavailable" error (retryable), not a done.
+    # TODO: exceptions become one error event, with SAFE_MESSAGES[code] as its message; the
+    #       details go to the log, never into the event:
+    #       openai.RateLimitError -> "rate_limited", openai.APIConnectionError ->
+    #       "upstream_unavailable" (both retryable), any other openai.APIError ->
+    #       "upstream_error" (retryable if it is an APIStatusError with status >= 500), and
+    #       any other Exception (a bug, a malformed chunk) -> "internal", not retryable,
+    #       logged with logger.exception(...).
     ### BEGIN SOLUTION
-    usage: dict[str, Any] | None = None
-    finish_reason: str | None = None
+    def failure(code: str, *, retryable: bool) -> Event:
+        return error_event(code, SAFE_MESSAGES[code], retryable=retryable)
+
+    ending: Event | None = None
     try:
-        stream = await client.chat.completions.create(
+        stream = await client.responses.create(
             model=model,
-            messages=messages,  # type: ignore[arg-type]
+            input=messages,  # type: ignore[arg-type]
             stream=True,
-            stream_options={"include_usage": True},
+            max_output_tokens=max_output_tokens,
             extra_headers=extra_headers,
         )
         async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage.model_dump(exclude_none=True)
-                for choice in chunk.choices:
-                    if choice.delta.content:
-                        yield sse_event("token", {"text": choice.delta.content})
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
+            async for event in stream:
+                if event.type == "response.output_text.delta":
+                    yield sse_event("token", {"text": event.delta})
+                elif event.type in ("response.completed", "response.incomplete"):
+                    usage = event.response.usage
+                    counts = usage and usage.model_dump(
+                        include={"input_tokens", "output_tokens", "total_tokens"}
+                    )
+                    ending = sse_event("done", {"status": event.response.status, "usage": counts})
+                    break
+                elif event.type in ("error", "response.failed"):
+                    logger.warning("upstream failed in the stream: %s", event.model_dump_json())
+                    ending = failure("upstream_error", retryable=False)
+                    break
     except openai.RateLimitError as exc:
         logger.warning("upstream rate limit: %s", exc)
-        yield error_event("rate_limited", SAFE_MESSAGES["rate_limited"], retryable=True)
-        return
+        ending = failure("rate_limited", retryable=True)
     except openai.APIConnectionError as exc:
         logger.warning("upstream connection failed: %s", exc)
-        yield error_event(
-            "upstream_unavailable", SAFE_MESSAGES["upstream_unavailable"], retryable=True
-        )
-        return
+        ending = failure("upstream_unavailable", retryable=True)
     except openai.APIError as exc:
         logger.warning("upstream error: %s", exc)
-        retryable = isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
-        yield error_event("upstream_error", SAFE_MESSAGES["upstream_error"], retryable=retryable)
-        return
-    yield sse_event("done", {"finish_reason": finish_reason, "usage": usage})
+        server_side = isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
+        ending = failure("upstream_error", retryable=server_side)
+    except Exception:  # never CancelledError or GeneratorExit: they are not Exceptions
+        logger.exception("relay failed")
+        ending = failure("internal", retryable=False)
+    if ending is None:
+        logger.warning("the upstream stream ended without a terminal event")
+        ending = failure("upstream_unavailable", retryable=True)
+    yield ending
     ### END SOLUTION
 
 
@@ -155,8 +177,8 @@ def create_app(settings: LLMSettings | None = None) -> FastAPI:
         return html_page("10_chat.html")
 
     # sse-starlette, not fastapi.sse, for send_timeout: a client that stops reading is
-    # dropped, and sse-starlette then closes relay_tokens() with aclose(), which closes the
-    # upstream request through its `async with stream:` (native SSE has no such option).
+    # dropped, and sse-starlette then closes relay_response() with aclose(), which closes
+    # the upstream request through its `async with stream:` (native SSE has no such option).
     # When the client leaves, sse-starlette cancels or closes the generator at once;
     # fastapi.sse can leave it paused at a yield until GC (lesson 05, RequestCleanup).
     @app.post("/chat/stream")
@@ -165,7 +187,13 @@ def create_app(settings: LLMSettings | None = None) -> FastAPI:
         chosen: LLMSettings = app.state.settings
         headers = {"x-fake-fault": body.simulate} if body.simulate and chosen.is_fake else None
         messages = [m.model_dump() for m in body.messages]
-        events = relay_tokens(app.state.llm, chosen.model, messages, headers)
+        events = relay_response(
+            app.state.llm,
+            chosen.model,
+            messages,
+            max_output_tokens=body.max_tokens,
+            extra_headers=headers,
+        )
         return EventSourceResponse(events, ping=15, send_timeout=30)
 
     return app

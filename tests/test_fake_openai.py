@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 
@@ -186,6 +187,77 @@ def test_drop_fault_cuts_the_connection(client: openai.OpenAI) -> None:
     )
     with pytest.raises(openai.APIConnectionError):
         list(stream)
+
+
+def test_drop_fault_logs_one_line_not_a_crash(client: openai.OpenAI, server: LessonServer) -> None:
+    logged = len(server.logs)
+    with pytest.raises(openai.APIConnectionError):
+        list(client.responses.create(model="course-mini@drop", input="hello", stream=True))
+    new = server.logs[logged:]
+    assert [line for line in new if "fault 'drop'" in line], new
+    assert not [line for line in new if "Exception in ASGI application" in line], new
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_bad_json_fault_sends_a_frame_cut_in_half(server: LessonServer, path: str) -> None:
+    body = {"model": "course-mini@bad-json", "stream": True}
+    body |= {"messages": USER_HELLO} if "chat" in path else {"input": "hello"}
+    headers = {"authorization": "Bearer course"}
+    with httpx.stream("POST", server.url + path, json=body, headers=headers) as response:
+        data = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    for frame in data[:-1]:
+        json.loads(frame)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(data[-1])
+
+
+def test_the_sdk_raises_a_json_error_on_the_bad_json_fault(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="course-mini@bad-json", messages=USER_HELLO, stream=True
+    )
+    received = []
+    with pytest.raises(json.JSONDecodeError):  # not an openai.APIError: a relay must expect it
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content)
+    assert len([r for r in received if r]) == 3
+
+
+def test_truncate_fault_ends_the_body_without_the_final_events(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="course-mini@truncate", messages=USER_HELLO, stream=True
+        )
+    )
+    assert [c.choices[0].finish_reason for c in chunks] == [None] * 4  # role + 3 tokens
+    events = list(client.responses.create(model="course-mini@truncate", input="hi", stream=True))
+    kinds = [e.type for e in events]
+    assert kinds.count("response.output_text.delta") == 3
+    assert kinds[-1] == "response.output_text.delta"  # no response.completed, no error
+
+
+def test_count_forever_streams_past_any_count(client: openai.OpenAI) -> None:
+    stream = client.responses.create(model="course-mini", input="count forever", stream=True)
+    deltas = []
+    for event in stream:
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+            if len(deltas) == 600:
+                break
+    stream.close()
+    assert deltas[:3] == ["1,", " 2,", " 3,"] and deltas[-1] == " 600,"
+
+
+def test_count_forever_needs_streaming_or_a_limit(client: openai.OpenAI) -> None:
+    forever = [{"role": "user", "content": "count forever"}]
+    with pytest.raises(openai.BadRequestError, match="never ends"):
+        client.chat.completions.create(model="course-mini", messages=forever)
+    completion = client.chat.completions.create(model="course-mini", messages=forever, max_tokens=3)
+    assert completion.choices[0].message.content == "1, 2, 3,"
+    assert completion.choices[0].finish_reason == "length"
+    response = client.responses.create(
+        model="course-mini", input="count forever", max_output_tokens=2
+    )
+    assert (response.status, response.output_text) == ("incomplete", "1, 2,")
 
 
 def test_latency_fault_still_answers(client: openai.OpenAI) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from course_app import LessonServer, set_pace
 from course_app.exercise_loader import load_exercise
-from course_app.fake_openai import StreamStats
+from course_app.fake_openai import StreamStats, reply_to
 from course_app.fake_openai import create_app as create_fake_llm
 from course_app.llm_settings import llm_settings
 
@@ -24,8 +24,8 @@ document.addEventListener("DOMContentLoaded", () => {
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[LessonServer, LessonServer]]:
-    # Tokens 10 ms apart (the suite's pace would make them 1 ms): Stop must have something
-    # left to stop. The servers run in this process, so set_pace reaches them.
+    # Tokens 10 ms apart (the suite's pace would make them 1 ms), so a reply visibly grows.
+    # The servers run in this process, so set_pace reaches them.
     set_pace(0.2)
     solution = load_exercise("10_llm_streaming", "solutions")
     try:
@@ -70,7 +70,7 @@ def test_stop_halts_the_reply_and_cancels_the_upstream(servers, page) -> None:
     stats: StreamStats = fake.app.state.streams  # type: ignore[union-attr]
     before, logged_before = stats.cancelled, cancelled_lines(fake)
     page.goto(relay.url + "/")
-    send(page, "count to 400")
+    send(page, "count forever")  # never ends by itself: Stop always has something to stop
     page.wait_for_function("document.querySelector('.assistant').textContent.length > 5")
     page.click("#stop")
     page.wait_for_function("document.getElementById('status').textContent === 'stopped'")
@@ -85,7 +85,7 @@ def test_stop_halts_the_reply_and_cancels_the_upstream(servers, page) -> None:
     stopped_at = page.locator(".assistant").last.text_content()
     page.wait_for_timeout(300)
     assert page.locator(".assistant").last.text_content() == stopped_at
-    assert not stopped_at.endswith("400.")
+    assert page.locator("#prompt").input_value() == ""  # a stopped message is not put back
 
 
 def test_a_midstream_error_is_shown_to_the_user(servers, page) -> None:
@@ -107,6 +107,31 @@ def test_a_rate_limit_is_shown_as_retryable(servers, page) -> None:
         page.locator("#error").text_content()
         == "The model is busy. Try again in a moment. You can send it again."
     )
+    # "Send it again" is one click: the text is back, and the fault was for one message.
+    assert page.locator("#prompt").input_value() == "hello"
+    assert page.locator("#simulate").input_value() == ""
+    page.click("#send")
+    wait_for_status(page, "done")
+    assert page.locator(".assistant").last.text_content() == reply_to("hello")
+
+
+def test_a_malformed_chunk_is_a_failure_not_a_hang(servers, page) -> None:
+    _, relay = servers
+    page.goto(relay.url + "/")
+    send(page, "count to 10", simulate="bad-json")
+    wait_for_status(page, "failed")
+    assert page.locator("#error").text_content() == "Something went wrong on the server."
+    assert page.locator(".assistant").last.text_content() == "1, 2, 3,"
+
+
+def test_an_answer_cut_off_is_a_retryable_failure(servers, page) -> None:
+    _, relay = servers
+    page.goto(relay.url + "/")
+    send(page, "count to 10", simulate="truncate")
+    wait_for_status(page, "failed")
+    assert page.locator("#error").text_content() == (
+        "Lost the connection to the model. You can send it again."
+    )
 
 
 def test_failed_and_stopped_turns_are_not_sent_again(servers, page) -> None:
@@ -116,7 +141,7 @@ def test_failed_and_stopped_turns_are_not_sent_again(servers, page) -> None:
     wait_for_status(page, "done")
     send(page, "hello", simulate="rate-limit")  # an error event, before any token
     wait_for_status(page, "failed")
-    send(page, "count to 400")
+    send(page, "count forever")
     page.wait_for_function("document.querySelector('.assistant:last-child').textContent.length > 5")
     page.click("#stop")
     wait_for_status(page, "stopped")
@@ -138,6 +163,6 @@ def test_failed_and_stopped_turns_are_not_sent_again(servers, page) -> None:
     # The three unfinished turns stay on screen, marked, so the user can see what was lost.
     assert page.locator(".user.dropped").all_text_contents() == [
         "hello",
-        "count to 400",
+        "count forever",
         "hi there",
     ]
