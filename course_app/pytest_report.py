@@ -53,7 +53,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         label, hint = split_docstring(getattr(getattr(item, "obj", None), "__doc__", None))
-        label = label or item.name
+        label = label or getattr(item, "originalname", None) or item.name
         callspec = getattr(item, "callspec", None)
         if callspec is not None:  # parametrized: say which case
             label += f" [{callspec.id}]"

@@ -74,7 +74,8 @@ def test_the_first_event_arrives_while_the_stream_is_still_open(
 ) -> None:
     # TODO: read the first event of a 3-event feed and, before reading on, look at
     # feed_app.state.open_streams. What does it say if the server streams, and if it built
-    # the whole body first? (No clocks needed.)
+    # the whole body first? (No clocks needed.) Keep the iterator in a variable while you
+    # read: `next(source.iter_sse())` drops it at once, and that closes the response.
     raise NotImplementedError("TODO: write test_the_first_event_arrives_while_the_stream_is_still_open()")
 
 

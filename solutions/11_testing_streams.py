@@ -95,10 +95,11 @@ def test_the_first_event_arrives_while_the_stream_is_still_open(
 ) -> None:
     # TODO: read the first event of a 3-event feed and, before reading on, look at
     # feed_app.state.open_streams. What does it say if the server streams, and if it built
-    # the whole body first? (No clocks needed.)
+    # the whole body first? (No clocks needed.) Keep the iterator in a variable while you
+    # read: `next(source.iter_sse())` drops it at once, and that closes the response.
     ### BEGIN SOLUTION
     with httpx_sse.connect_sse(client, "GET", "/feed", params={"count": 3}) as source:
-        events = source.iter_sse()  # keep it: a dropped iterator closes the response
+        events = source.iter_sse()
         assert next(events).event == "news"
         assert feed_app.state.open_streams == 1
     ### END SOLUTION

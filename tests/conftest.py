@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-# Without these, Chromium reaches for Google's services, which this offline machine refuses.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def chromium_path() -> str | None:
-    configured = os.environ.get("COURSE_CHROMIUM")
-    if configured:
-        return configured if Path(configured).exists() else None
-    return next((c for c in CHROMIUM_CANDIDATES if Path(c).exists()), None) or shutil.which(
-        "chromium"
-    )
+from course_app.browser import CHROMIUM_ARGS, INSTALL_HINT, chromium_path
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +20,7 @@ def browser() -> Iterator[object]:
     """
     path = chromium_path()
     if path is None:
-        message = (
-            "browser tests need Chromium: `sudo apt-get install chromium` (Debian/Ubuntu), "
-            "or set COURSE_CHROMIUM to a Chromium binary"
-        )
+        message = f"browser tests need Chromium: {INSTALL_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
