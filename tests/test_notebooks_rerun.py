@@ -117,10 +117,19 @@ def _chat_answers(page: object, url: str) -> None:
     assert page.locator(".assistant").last.text_content() == "1, 2, 3."  # type: ignore[attr-defined]
 
 
+def _progress_job_runs_to_done(page: object, url: str) -> None:
+    page.goto(url)  # type: ignore[attr-defined]
+    page.fill("#photos", "5")  # type: ignore[attr-defined]
+    page.click("#start")  # type: ignore[attr-defined]
+    page.wait_for_function("document.getElementById('status').textContent === 'done'")  # type: ignore[attr-defined]
+    assert page.eval_on_selector("#bar", "bar => bar.value") == 100  # type: ignore[attr-defined]
+
+
 # What "the page works" means for each notebook that embeds one.
 PAGE_CHECKS: dict[str, Callable[[object, str], None]] = {
     "00_welcome": _ticks_all_arrive,
     "04_consuming_streams": _reconnecting_feed_completes,
+    "07_progress_reporting": _progress_job_runs_to_done,
     "10_llm_streaming": _chat_answers,
 }
 
