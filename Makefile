@@ -21,11 +21,12 @@ $(STAMP): pyproject.toml requirements.lock
 lab: $(STAMP)
 	$(BIN)/course lab
 
-# Three workers: most tests wait on sockets and kernels rather than the CPU. loadfile keeps
-# each notebook's cells (and each test module) on one worker, in order.
+# Three workers: most tests wait on sockets and kernels rather than the CPU. loadscope keeps
+# each notebook's cells (and each test module or class) on one worker, in order; the slow
+# per-notebook and per-lesson checks are one class each, so they spread over the workers.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 3 --dist loadfile
+	$(BIN)/python -m pytest -n 3 --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -134,8 +134,7 @@ PAGE_CHECKS: dict[str, Callable[[object, str], None]] = {
 }
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_run_all_twice_in_one_kernel(path: Path, request: pytest.FixtureRequest) -> None:
+def run_all_twice_then_check_pages(path: Path, request: pytest.FixtureRequest) -> None:
     with RunAllTwice(path) as run:
         assert run.failures == []
         frames = _frames(run.nb)
@@ -145,3 +144,17 @@ def test_run_all_twice_in_one_kernel(path: Path, request: pytest.FixtureRequest)
         page = request.getfixturevalue("page")  # skips without Chromium, except in CI
         for url in frames:
             PAGE_CHECKS[path.stem](page, url)
+
+
+class _RunAllTwice:
+    """One class per notebook, so that pytest-xdist's `--dist loadscope` spreads them."""
+
+    path: Path
+
+    def test_run_all_twice_in_one_kernel(self, request: pytest.FixtureRequest) -> None:
+        run_all_twice_then_check_pages(self.path, request)
+
+
+for _path in NOTEBOOKS:
+    _name = f"Test_{_path.stem}"
+    globals()[_name] = type(_name, (_RunAllTwice,), {"path": _path})
