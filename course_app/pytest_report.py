@@ -81,6 +81,8 @@ def _where(report: pytest.TestReport | pytest.CollectReport) -> str:
 
 
 def _reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):  # (path, line, "Skipped: why")
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
     text = _STUBS_DIR.sub("exercises/", text).replace(_ROOT, "")

@@ -106,6 +106,23 @@ def test_check_fails_on_the_stub_with_a_hint(
     assert "Stuck? `course hint 07`" in out
 
 
+def test_a_check_skipped_for_a_missing_tool_does_not_hold_the_learner_back(
+    course: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (course / "exercises/07_demo.py").write_text(SOLUTION)
+    with (course / "tests/exercises/test_07_demo.py").open("a") as tests:
+        tests.write(
+            "\n\ndef test_through_nginx(exercise):\n"
+            '    """shout works behind nginx"""\n'
+            '    pytest.skip("needs nginx: sudo apt-get install nginx")\n'
+        )
+    assert main(["check", "07"]) == 0
+    out = capsys.readouterr().out
+    assert "SKIP  shout works behind nginx" in out
+    assert "needs nginx: sudo apt-get install nginx" in out
+    assert "3 of 4 checks pass and 1 could not run here (see SKIP)" in out
+
+
 def test_check_shows_expected_and_actual(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A learner needs the regex and the real message, and where their code raised."""
     (course / "exercises/07_demo.py").write_text(
