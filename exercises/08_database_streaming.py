@@ -1,0 +1,186 @@
+"""Lesson 08: sensor readings from SQLite, exported in time order and followed live.
+
+The notebook streamed a shop's orders by id. Here the table holds temperature readings of
+several sensors (`course_app.sample_db.Reading`). A reading's id grows as readings
+*arrive*; `taken_at` says when it was measured. Some readings arrive late, so the two
+orders differ, and readings taken in the same minute share a `taken_at`.
+
+- `readings_in_time_order()`: one sensor's readings, oldest `taken_at` first (ties by
+  id), `batch_size` at a time, with keyset pagination on the pair (taken_at, id). Each
+  batch is read through a session of its own, closed before the first row is yielded, so
+  a client that stops reading holds no database connection. The NDJSON and CSV routes
+  stream it.
+- `last_seen()`: the dependency that reads the `Last-Event-ID` header. It runs before the
+  response starts, so a malformed id can still get a real `400`.
+- `live_readings()`: the sensor's readings that arrive after a given id, forever, as SSE
+  events whose id is the reading's id: a client that reconnects with `Last-Event-ID`
+  resumes exactly after the last reading it saw. A database error ends the stream with
+  one `error` event that tells the client nothing about the database.
+
+Check your work: `course check 08` in a terminal, or the check cell in the notebook.
+Try it by hand: `course serve 08` (a demo database in a temporary folder, with a writer
+adding a reading per sensor every second), then
+`curl -N http://127.0.0.1:8000/sensors/attic/live`,
+`curl -N -H "Last-Event-ID: 29990" http://127.0.0.1:8000/sensors/attic/live` and
+`curl -N http://127.0.0.1:8000/sensors/boiler/readings.csv | head`.
+"""
+
+import contextlib
+import csv
+import io
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel
+from sqlalchemy import Row, func, select, tuple_
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from course_app import pace
+from course_app.sample_db import Reading, demo_database
+
+logger = logging.getLogger("lesson.readings")
+
+Sessions = async_sessionmaker[AsyncSession]
+
+BATCH_SIZE = 500
+POLL_EVERY = 0.5  # seconds between two looks for new readings (a demo delay: paced)
+MAX_ID = 2**63 - 1  # the largest integer SQLite stores; a larger one is no reading's id
+UNAVAILABLE = "Live readings are unavailable right now. Try again later."
+# Select these columns, not the Reading entity: plain rows, no ORM objects to build.
+COLUMNS = (Reading.id, Reading.sensor, Reading.taken_at, Reading.celsius)
+
+
+class ReadingOut(BaseModel):
+    id: int
+    sensor: str
+    taken_at: str
+    celsius: float
+
+
+def to_out(row: Row[Any]) -> ReadingOut:
+    return ReadingOut.model_validate(row, from_attributes=True)
+
+
+async def readings_in_time_order(
+    sessions: Sessions, sensor: str, batch_size: int = BATCH_SIZE
+) -> AsyncIterator[Row[Any]]:
+    """Every reading of `sensor`, ordered by (taken_at, id), read `batch_size` at a time."""
+    # TODO: select COLUMNS for the readings of `sensor`, ordered by taken_at, then id, at
+    #       most `batch_size` rows per query. Keyset pagination: each batch starts after
+    #       the last row of the previous one, on both columns at once:
+    #       (taken_at, id) > (its taken_at, its id). sqlalchemy's tuple_() builds that
+    #       comparison. No OFFSET.
+    # TODO: read each batch in a session of its own (`async with sessions() as session:`)
+    #       and leave that block before you yield the batch's rows, one by one. (The
+    #       notebook also shields that block from cancellation, so that a client leaving
+    #       mid-query costs no connection: `with anyio.CancelScope(shield=True):`.)
+    # TODO: stop after a batch that came back with fewer than `batch_size` rows.
+    raise NotImplementedError("TODO: write readings_in_time_order()")
+    yield  # keeps this a generator; replace both lines
+
+
+def last_seen(last_event_id: Annotated[str | None, Header()] = None) -> int | None:
+    """The reading id a reconnecting client sends in `Last-Event-ID`, or None.
+
+    A dependency: FastAPI runs it before the response starts, so it can still refuse the
+    request with a real status. Our choice for an id this server cannot have sent: 400.
+    """
+    # TODO: no header, or an empty one (a client with no id yet) -> None.
+    # TODO: ASCII digits only, at most MAX_ID -> that number, as an int.
+    # TODO: anything else ("abc", "-1", "1.5", " 7", "٣", a number with 5,000 digits)
+    #       -> raise HTTPException(status_code=400, detail=...). Never let a ValueError
+    #       or a number too large for SQLite through: that would be a 500, or worse, a
+    #       stream that breaks after its 200.
+    raise NotImplementedError("TODO: write last_seen()")
+
+
+async def live_readings(
+    sessions: Sessions, sensor: str, after: int | None, poll_every: float = POLL_EVERY
+) -> AsyncIterator[ServerSentEvent]:
+    """The readings of `sensor` with an id above `after`, as SSE events, forever.
+
+    `after=None`: only readings that arrive from now on.
+    """
+    # TODO: `after` is None: start after the newest reading there is now (select the
+    #       max() of Reading.id; an empty table has none: start after 0).
+    # TODO: then, forever: read `sensor`'s readings with an id above the last one sent,
+    #       in id order, at most BATCH_SIZE per query, in a session of their own. Yield
+    #       each as ServerSentEvent(data=to_out(row), event="reading", id=str(row.id)).
+    #       When a query brings fewer than BATCH_SIZE rows, you are up to date: wait
+    #       `await pace.sleep(poll_every)` before you look again.
+    # TODO: a database error (sqlalchemy.exc.SQLAlchemyError) ends the stream: log it
+    #       with logger.exception() (the details stay in the server's log), then yield
+    #       one ServerSentEvent(event="error", data={"message": UNAVAILABLE}) and stop.
+    raise NotImplementedError("TODO: write live_readings()")
+    yield  # keeps this a generator; replace both lines
+
+
+async def csv_chunks(
+    rows: AsyncIterator[Row[Any]], rows_per_chunk: int = BATCH_SIZE
+) -> AsyncIterator[str]:
+    """The rows as CSV text, header first, in chunks of `rows_per_chunk` rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(ReadingOut.model_fields)
+    count = 0
+    async for row in rows:
+        writer.writerow(row)
+        count += 1
+        if count % rows_per_chunk == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate(0)
+    yield buffer.getvalue()
+
+
+def current_sessions(request: Request) -> Sessions:
+    return request.app.state.sessions
+
+
+SessionsDep = Annotated[Sessions, Depends(current_sessions)]
+
+
+def create_app(sessions: Sessions | None = None, poll_every: float = POLL_EVERY) -> FastAPI:
+    """The readings app. Without `sessions`, its lifespan makes a demo database."""
+
+    @contextlib.asynccontextmanager
+    async def with_demo_database(app: FastAPI) -> AsyncIterator[None]:
+        async with demo_database() as app.state.sessions:
+            yield
+
+    app = FastAPI(
+        title="Lesson 08: sensor readings",
+        lifespan=None if sessions is not None else with_demo_database,
+    )
+    app.state.sessions = sessions
+
+    @app.get("/sensors/{sensor}/readings.ndjson")
+    async def readings_ndjson(sensor: str, sessions: SessionsDep) -> AsyncIterator[ReadingOut]:
+        async for row in readings_in_time_order(sessions, sensor):
+            yield to_out(row)
+
+    @app.get("/sensors/{sensor}/readings.csv")
+    async def readings_csv(sensor: str, sessions: SessionsDep) -> StreamingResponse:
+        return StreamingResponse(
+            csv_chunks(readings_in_time_order(sessions, sensor)),
+            media_type="text/csv",
+            headers={"content-disposition": 'attachment; filename="readings.csv"'},
+        )
+
+    @app.get("/sensors/{sensor}/live", response_class=EventSourceResponse)
+    async def live(
+        sensor: str, sessions: SessionsDep, after: Annotated[int | None, Depends(last_seen)]
+    ) -> AsyncIterator[ServerSentEvent]:
+        async for event in live_readings(sessions, sensor, after, poll_every):
+            yield event
+
+    return app
+
+
+app = create_app()

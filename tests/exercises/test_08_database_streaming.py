@@ -1,0 +1,430 @@
+"""Lesson 08: readings in time order with keyset batches, a live tail that resumes after
+Last-Event-ID, and no database connection held while a client takes its time.
+
+Every test runs on a fresh SQLite file in pytest's tmp_path. The engine records each SQL
+statement (with its values filled in) as SQLite starts to run it, in the thread that runs
+it, so the tests can see the queries, wait for them and hold one back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import httpx_sse
+import pytest
+from fastapi import HTTPException
+from fastapi.testclient import TestClient
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from course_app.sample_db import SENSORS, add_readings, async_engine, reading_row
+from course_app.sample_db import create_database as create_readings_database
+from course_app.server import LessonServer
+
+READINGS = 300  # 100 per sensor
+ALL_SENSORS = SENSORS  # attic, boiler, cellar, round-robin
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return bool(predicate())
+
+
+class Database:
+    """A readings file, an engine over it, and the statements that engine ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.statements: list[str] = []
+        self.hold: Callable[[str], None] | None = None  # runs in the database's thread
+        self.engine = async_engine(path, on_statement=self._on_statement)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    def _on_statement(self, sql: str) -> None:
+        self.statements.append(" ".join(sql.split()))
+        if self.hold is not None:
+            self.hold(sql)
+
+    def checked_out(self) -> int:
+        return self.engine.pool.checkedout()  # type: ignore[attr-defined]
+
+    def selects(self, sensor: str) -> list[str]:
+        return [s for s in list(self.statements) if s.startswith("SELECT") and f"'{sensor}'" in s]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(create_readings_database(tmp_path / "readings.db", readings=READINGS))
+    yield database
+    asyncio.run(database.engine.dispose())
+
+
+def time_order(sensor: str, count: int = READINGS) -> list[int]:
+    """The ids of `sensor`'s readings by (taken_at, id), worked out without SQL."""
+    rows = [reading_row(n) for n in range(1, count + 1)]
+    return [id_ for id_, s, taken_at, _ in sorted(rows, key=lambda r: (r[2], r[0])) if s == sensor]
+
+
+def collect(rows: AsyncIterator[Any], at_most: int) -> list[Any]:
+    """At most `at_most` rows of the generator (a wrong keyset may repeat rows forever)."""
+
+    async def main() -> list[Any]:
+        got = []
+        try:
+            async for row in rows:
+                got.append(row)
+                if len(got) >= at_most:
+                    break
+        finally:
+            await rows.aclose()
+        return got
+
+    return asyncio.run(main())
+
+
+def test_time_order_with_ties(exercise: ModuleType, db: Database) -> None:
+    """readings_in_time_order gives every reading of one sensor once, by (taken_at, id)
+
+    Readings taken in the same minute share a taken_at, and a batch can end in the middle
+    of them. What does `taken_at > last taken_at` skip then, and what does `>=` repeat?
+    Which pair of columns decides where the next batch starts?
+    """
+    for sensor in ALL_SENSORS:
+        for batch_size in (3, 7, 100, 1000):
+            expected = time_order(sensor)
+            rows = collect(
+                exercise.readings_in_time_order(db.sessions, sensor, batch_size),
+                len(expected) + 2 * batch_size,
+            )
+            got = [row.id for row in rows]
+            assert got == expected, f"sensor {sensor!r}, batch_size={batch_size}"
+    assert collect(exercise.readings_in_time_order(db.sessions, "garage", 5), 10) == []
+
+
+def test_batches_are_keyset_queries(exercise: ModuleType, db: Database) -> None:
+    """each batch is one query with LIMIT batch_size and no OFFSET, one query per batch
+
+    How many queries does reading 100 rows 7 at a time take? Does each say where to start
+    with a WHERE on (taken_at, id), rather than by skipping rows with OFFSET?
+    """
+    rows = collect(exercise.readings_in_time_order(db.sessions, "boiler", 7), 200)
+    assert len(rows) == 100, f"got {len(rows)} rows; boiler has 100 readings"
+    queries = db.selects("boiler")
+    if not 100 // 7 + 1 <= len(queries) <= 100 // 7 + 2:
+        pytest.fail(f"{len(queries)} queries for 100 rows, 7 per batch; the first: {queries[0]}")
+    for sql in queries:
+        limit = re.search(r"\bLIMIT (\d+)", sql)
+        if limit is None or int(limit[1]) > 7:
+            pytest.fail(f"a query without LIMIT 7: {sql}")
+        offset = re.search(r"\bOFFSET (\d+)", sql)
+        if offset is not None and offset[1] != "0":
+            pytest.fail(f"OFFSET paging: {sql}")
+
+
+def test_no_connection_while_the_consumer_holds_a_row(exercise: ModuleType, db: Database) -> None:
+    """while the consumer holds a row (a client that stops reading), no connection is checked out
+
+    Where does your `async with sessions() as session:` block end: before the `yield`,
+    or around it? A client may take an hour to read the next row.
+    """
+
+    async def held_after_first(rows: AsyncIterator[Any]) -> int:
+        try:
+            await anext(rows)
+            return db.checked_out()
+        finally:
+            await rows.aclose()
+
+    async def main() -> tuple[int, int]:
+        export = exercise.readings_in_time_order(db.sessions, "attic", 10)
+        tail = exercise.live_readings(db.sessions, "attic", 0, poll_every=0.05)
+        return await held_after_first(export), await held_after_first(tail)
+
+    export_held, tail_held = asyncio.run(main())
+    assert export_held == 0, "readings_in_time_order holds a connection at its yield"
+    assert tail_held == 0, "live_readings holds a connection at its yield"
+
+
+@pytest.fixture
+def client(exercise: ModuleType, db: Database) -> Iterator[TestClient]:
+    with TestClient(exercise.create_app(db.sessions, poll_every=0.05)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def server(exercise: ModuleType, db: Database) -> Iterator[LessonServer]:
+    """The exercise's app on a real uvicorn server: real sockets, real disconnects."""
+    app = exercise.create_app(db.sessions, poll_every=0.05)
+    with LessonServer(app, name="test-08", grace=0.5) as lesson_server:
+        yield lesson_server
+        wait_for(lambda: db.checked_out() == 0, 5)  # let a last query finish before the stop
+
+
+def test_ndjson_and_csv_exports(client: TestClient) -> None:
+    """GET /sensors/attic/readings.ndjson and .csv stream every reading in time order
+
+    Both routes are written for you: they stream readings_in_time_order(). Does it return
+    the rows with all four columns (COLUMNS), oldest first?
+    """
+    expected_ids = time_order("attic")
+    rows = {row[0]: row for row in (reading_row(n) for n in range(1, READINGS + 1))}
+    response = client.get("/sensors/attic/readings.ndjson")
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert [line["id"] for line in lines] == expected_ids
+    assert lines[0] == dict(
+        zip(("id", "sensor", "taken_at", "celsius"), rows[lines[0]["id"]], strict=True)
+    )
+
+    response = client.get("/sensors/attic/readings.csv")
+    assert response.status_code == 200
+    table = list(csv.reader(io.StringIO(response.text)))
+    assert table[0] == ["id", "sensor", "taken_at", "celsius"]
+    assert [int(line[0]) for line in table[1:]] == expected_ids
+
+
+def test_client_leaving_mid_export_releases_everything(
+    exercise: ModuleType, db: Database, server: LessonServer
+) -> None:
+    """a client that leaves in the middle of an export leaves no connection checked out
+
+    When the client hangs up, where is your generator: inside a query, or at a `yield`?
+    Is a session open at that moment, and who closes it?
+    """
+    collect(exercise.readings_in_time_order(db.sessions, "cellar", 10), 1)
+    for url in ("/sensors/cellar/readings.ndjson", "/sensors/cellar/readings.csv"):
+        with (
+            httpx.Client(timeout=10) as http,
+            http.stream("GET", f"{server.url}{url}") as response,
+        ):
+            assert response.status_code == 200
+            next(response.iter_lines())
+        assert wait_for(lambda: db.checked_out() == 0, 5), (
+            f"{db.checked_out()} connection(s) still checked out after the client left {url}"
+        )
+
+
+def test_last_seen_reads_good_ids(exercise: ModuleType) -> None:
+    """last_seen() gives None without a header (or an empty one), else the id as an int
+
+    What should a client with no id yet get: an error, or the stream from now on? Is 0 an
+    id a client may send? And the largest integer SQLite can store?
+    """
+    cases = {None: None, "": None, "0": 0, "42": 42, "007": 7, str(2**63 - 1): 2**63 - 1}
+    assert {header: exercise.last_seen(header) for header in cases} == cases
+
+
+BAD_IDS = ["abc", "-1", "+1", "1.5", " 7", "1e3", "٣", "²", str(2**63), "9" * 30, "9" * 5000]
+
+
+def test_malformed_last_event_id_is_a_400(exercise: ModuleType, client: TestClient) -> None:
+    """a malformed Last-Event-ID is a 400 before any stream starts, never a 500
+
+    Which of these does `int()` accept anyway, and which make it raise? What does SQLite
+    do with a number above 2**63 - 1? Where must the check run so that a 400 can still
+    be sent?
+    """
+    for header in BAD_IDS:
+        with pytest.raises(HTTPException) as refused:
+            exercise.last_seen(header)
+        assert refused.value.status_code == 400, f"Last-Event-ID: {header[:20]!r}"
+        raw = header.encode()  # as bytes: httpx only sends ASCII text as is
+        response = client.get("/sensors/attic/live", headers={"last-event-id": raw})
+        assert response.status_code == 400, f"Last-Event-ID: {header[:20]!r}"
+
+
+class Tail:
+    """An SSE client of a live tail whose reads fail, instead of hanging, after 5 s of silence."""
+
+    def __init__(self, url: str, last_id: int | None = None) -> None:
+        self.url = url
+        self.headers = {} if last_id is None else {"last-event-id": str(last_id)}
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Tail:
+        http = self.stack.enter_context(httpx.Client(timeout=5))
+        source = self.stack.enter_context(
+            httpx_sse.connect_sse(http, "GET", self.url, headers=self.headers)
+        )
+        if source.response.status_code != 200:
+            source.response.read()
+            self.stack.close()
+            raise AssertionError(
+                f"GET {source.response.url.path} answered {source.response.status_code}: "
+                f"{source.response.text[:200]}"
+            )
+        self.events = source.iter_sse()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stack.close()
+
+    def read(self, count: int | None) -> list[httpx_sse.ServerSentEvent]:
+        """The next `count` events (None: all, to the end of the stream)."""
+        events: list[httpx_sse.ServerSentEvent] = []
+        try:
+            while count is None or len(events) < count:
+                events.append(next(self.events))
+        except StopIteration:
+            if count is not None:
+                raise AssertionError(
+                    f"waited for {count} events; the stream ended after {kinds(events)}"
+                ) from None
+        except httpx.ReadTimeout:
+            wanted = "the end of the stream" if count is None else f"{count} events"
+            raise AssertionError(
+                f"waited for {wanted}; got {kinds(events)}, then 5 s of silence"
+            ) from None
+        return events
+
+
+def kinds(events: list[httpx_sse.ServerSentEvent]) -> list[str]:
+    return [event.event for event in events]
+
+
+def reading_ids(events: list[httpx_sse.ServerSentEvent]) -> list[int]:
+    """The ids of reading events, after checking that each event id is its reading's id."""
+    for event in events:
+        assert event.event == "reading", f"{event.event} event: {event.data}"
+        assert event.id == str(json.loads(event.data)["id"]), "the event id is the reading's id"
+    return [int(event.id) for event in events]
+
+
+def newest_id(path: Path) -> int:
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT max(id) FROM readings").fetchone()[0]
+
+
+def first_live_event(exercise: ModuleType, db: Database) -> None:
+    """Calls live_readings() directly once, so that its own error shows first."""
+    collect(exercise.live_readings(db.sessions, "attic", 0, poll_every=0.01), 1)
+
+
+def of_sensor(sensor: str, ids: range) -> list[int]:
+    return [n for n in ids if reading_row(n)[1] == sensor]
+
+
+def test_tail_resumes_after_last_event_id_and_follows_new_rows(
+    exercise: ModuleType, db: Database, server: LessonServer
+) -> None:
+    """the tail resumes exactly after Last-Event-ID, then sends new readings as they arrive
+
+    Which readings have an id above the one the client sends, and which sensor's? After the
+    last of them, what does your loop do until a writer adds more?
+    """
+    assert exercise.last_seen("250") == 250
+    first_live_event(exercise, db)
+    url = f"{server.url}/sensors/boiler/live"
+    expected = of_sensor("boiler", range(251, READINGS + 1))
+    with Tail(url, 250) as tail:
+        assert reading_ids(tail.read(len(expected))) == expected
+        add_readings(db.path, 2, sensor="attic")
+        added = add_readings(db.path, 3, sensor="boiler")
+        assert reading_ids(tail.read(3)) == added
+    assert wait_for(lambda: db.checked_out() == 0, 5), "a connection is still checked out"
+
+
+def test_tail_without_last_event_id_starts_now(
+    exercise: ModuleType, db: Database, server: LessonServer
+) -> None:
+    """without Last-Event-ID the tail sends only readings that arrive after it connected
+
+    Which id marks "now" when the client has none, and when do you read it: once at the
+    start, or every time you look?
+    """
+    assert exercise.last_seen(None) is None
+    first_live_event(exercise, db)
+    url = f"{server.url}/sensors/attic/live"
+    with Tail(url) as tail:
+        seen = len(db.statements)
+        # By its second query, the stream has settled where "now" is.
+        assert wait_for(lambda: len(db.statements) >= seen + 2, 5), "the tail ran no query"
+        added = add_readings(db.path, 2, sensor="attic")
+        assert reading_ids(tail.read(2)) == added
+
+
+def test_database_error_mid_stream_is_one_safe_error_event(
+    exercise: ModuleType, db: Database, server: LessonServer
+) -> None:
+    """a database error mid-stream ends the tail with one error event, safe text, nothing held
+
+    Which exception class do SQLAlchemy's errors share? What may the event say, and where
+    do the details (the SQL, the table) go instead? Which block gives the session back?
+    """
+    assert exercise.last_seen(None) is None
+    first_live_event(exercise, db)
+    url = f"{server.url}/sensors/cellar/live"
+    with Tail(url, newest_id(db.path)) as tail:
+        added = add_readings(db.path, 1, sensor="cellar")
+        assert reading_ids(tail.read(1)) == added
+        with sqlite3.connect(db.path) as connection:  # the next query fails: no such table
+            connection.execute("ALTER TABLE readings RENAME TO readings_moved")
+        rest = tail.read(None)
+    assert [event.event for event in rest] == ["error"], "expected one error event, then the end"
+    assert json.loads(rest[0].data) == {"message": exercise.UNAVAILABLE}
+    assert wait_for(lambda: db.checked_out() == 0, 5), "a connection is still checked out"
+    assert "no such table" in "\n".join(server.logs), "log the database error on the server"
+
+
+def test_a_second_client_flows_while_an_export_waits_on_the_database(
+    exercise: ModuleType, db: Database, server: LessonServer
+) -> None:
+    """another client's events keep flowing while an export's query waits on the database
+
+    While the database works on one client's batch, is the event loop free to serve the
+    next client? Does anything in your code wait on the database without `await`?
+    """
+    collect(exercise.readings_in_time_order(db.sessions, "boiler", 10), 1)
+    release = threading.Event()
+    export_waiting = threading.Event()
+
+    def hold_boiler_queries(sql: str) -> None:
+        if "'boiler'" in sql and not release.is_set():
+            export_waiting.set()
+            release.wait(20)
+
+    db.hold = hold_boiler_queries
+    exported: list[str] = []
+    failures: list[BaseException] = []
+
+    def export() -> None:
+        try:
+            with (
+                httpx.Client(timeout=30) as http,
+                http.stream("GET", f"{server.url}/sensors/boiler/readings.ndjson") as response,
+            ):
+                exported.extend(response.iter_lines())
+        except Exception as exc:
+            failures.append(exc)
+
+    exporter = threading.Thread(target=export)
+    exporter.start()
+    try:
+        assert export_waiting.wait(10), "the export never queried the database"
+        url = f"{server.url}/sensors/attic/live"
+        try:
+            with Tail(url, 0) as tail:
+                got = reading_ids(tail.read(5))
+        except httpx.ReadTimeout:
+            pytest.fail("the server answered nothing while the export's query was running")
+        assert got == of_sensor("attic", range(1, 16))
+        assert not release.is_set()
+    finally:
+        release.set()
+        exporter.join(20)
+    assert not failures, f"the export failed: {failures[0]!r}"
+    assert len(exported) == 100, "the export did not finish once the database answered"
