@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from course_app.pytest_report import split_docstring
+from course_app.pytest_report import drop_noise, split_docstring
 
 PYTEST_TIMEOUT = 120  # seconds for a whole run_pytest() subprocess
 MAX_LINE = 160  # a reason's first line is cut here: some messages run on for a paragraph
@@ -53,7 +53,7 @@ def _reason(exc: BaseException) -> list[str]:
             first += f" at `{frames[-1].line.strip()}`"
     # Hypothesis adds the failing example as a note.
     notes = [line for note in getattr(exc, "__notes__", []) for line in str(note).splitlines()]
-    return [first, *notes]
+    return [first, *drop_noise(notes)]
 
 
 def _call(test: Callable[..., Any], kwargs: dict[str, Any]) -> None:

@@ -26,8 +26,23 @@ _ITEMS: dict[str, dict[str, str]] = {}
 _SESSION: list[pytest.Session] = []
 # Starlette re-raises an endpoint's error inside an ExceptionGroup; show the error itself.
 _GROUPED = re.compile(r"^(\w+)\((['\"])(.*)\2\) \[single exception in ExceptionGroup\]$")
-# pytest's advice for its own terminal, meaningless in a check report.
+# pytest's advice for its own terminal, meaningless in a check report; and Hypothesis'
+# replay blob, printed only when it detects CI (so a stored notebook output would differ).
 _NOISE = ("Use -v to get more diff", "Use -vv to get more diff", "Full diff:")
+_NOISE_PREFIXES = ("You can reproduce this test case by temporarily adding @reproduce_failure",)
+
+
+def drop_noise(lines: list[str]) -> list[str]:
+    """``lines`` without blank lines and advice that does not help a learner act."""
+    return [
+        line
+        for line in lines
+        if line.strip()
+        and line.strip() not in _NOISE
+        and not line.strip().startswith(_NOISE_PREFIXES)
+    ]
+
+
 _LESSON_FILE = re.compile(r"(exercises|solutions|course-stubs-\w+)/(\d\d_\w+\.py)$")
 # Paths in messages (a module's repr in Hypothesis' failing case): short, and the same on
 # every machine, so that a notebook's stored check output does not name this one.
@@ -86,8 +101,7 @@ def _reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     text = crash.message if crash is not None else str(report.longrepr)
     text = _STUBS_DIR.sub("exercises/", text).replace(_ROOT, "")
-    lines = [line.rstrip() for line in text.strip().splitlines()]
-    lines = [line for line in lines if line.strip() and line.strip() not in _NOISE]
+    lines = drop_noise([line.rstrip() for line in text.strip().splitlines()])
     if not lines:
         return "failed"
     # "AssertionError: assert x == y" reads better as "assert x == y"; pytest.fail()'s

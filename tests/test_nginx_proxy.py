@@ -6,6 +6,7 @@ import asyncio
 import os
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -75,7 +76,7 @@ def test_proxies_and_stops_leaving_nothing_behind(server: LessonServer) -> None:
         assert nginx_pids() - before, "nginx should be running"
         folder = proxy.config  # the config shows <tmp>, never the machine's path
         assert "<tmp>/access.log" in folder
-        assert '200 "GET /hello HTTP/1.1"' in proxy.access_log()[-1]
+        assert '200 "GET /hello HTTP/1.1"' in logged(proxy)[-1]
     assert not proxy.running
     assert nginx_pids() - before == set(), "nginx (master or worker) was left running"
     with pytest.raises(httpx.ConnectError):
@@ -148,10 +149,19 @@ def test_http2_with_a_generated_certificate(server: LessonServer) -> None:
         assert answer.json() == {"hello": "world"}
 
 
+def logged(proxy: NginxProxy, lines: int = 1) -> list[str]:
+    """The access log once it has ``lines`` lines: nginx writes a line after the response
+    is sent, so a client can have its answer a moment before the line is there."""
+    deadline = time.monotonic() + 5
+    while len(log := proxy.access_log()) < lines and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return log
+
+
 def test_access_log_can_leave_the_query_out(server: LessonServer) -> None:
     with NginxProxy(server, name="t-log", log_query=False) as proxy:
         httpx.get(proxy.url + "/hello?token=secret")
-        assert proxy.access_log() == ['200 "GET /hello HTTP/1.1" 17 bytes']
+        assert logged(proxy) == ['200 "GET /hello HTTP/1.1" 17 bytes']
 
 
 def test_bad_config_is_a_one_line_error(server: LessonServer) -> None:

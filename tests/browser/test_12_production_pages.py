@@ -210,6 +210,9 @@ def test_deploy_through_nginx_502_then_only_the_page_level_reconnect_comes_back(
                 arg=last,
             )
             assert pane(page, "plain")["state"] == 2
-            assert any('502 "GET /numbers' in line for line in proxy.access_log())
+            deadline = time.monotonic() + 5  # nginx logs a request just after answering it
+            while not any('502 "GET /numbers' in line for line in proxy.access_log()):
+                assert time.monotonic() < deadline, "nginx logged no 502 for /numbers"
+                time.sleep(0.01)
     finally:
         server.stop()
