@@ -125,11 +125,19 @@ def _progress_job_runs_to_done(page: object, url: str) -> None:
     assert page.eval_on_selector("#bar", "bar => bar.value") == 100  # type: ignore[attr-defined]
 
 
+def _typed_events_arrive(page: object, url: str) -> None:
+    page.goto(url)  # type: ignore[attr-defined]
+    page.wait_for_function("document.getElementById('status').textContent === 'connected'")  # type: ignore[attr-defined]
+    page.click("#send-notification")  # type: ignore[attr-defined]
+    page.wait_for_function("document.querySelectorAll('#notifications li').length === 1")  # type: ignore[attr-defined]
+
+
 # What "the page works" means for each notebook that embeds one.
 PAGE_CHECKS: dict[str, Callable[[object, str], None]] = {
     "00_welcome": _ticks_all_arrive,
     "04_consuming_streams": _reconnecting_feed_completes,
     "07_progress_reporting": _progress_job_runs_to_done,
+    "09_broadcast_and_event_types": _typed_events_arrive,
     "10_llm_streaming": _chat_answers,
 }
 
