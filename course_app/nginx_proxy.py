@@ -27,13 +27,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
+
+from course_app.child_process import free_port, parent_death_hook
 
 INSTALL_HINT = "install it: sudo apt-get install nginx"
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx")
@@ -98,26 +99,12 @@ def _duration(seconds: float) -> str:
     return f"{max(1, round(seconds * 1000))}ms"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _upstream_address(upstream: str | int | _HasPort) -> str:
     if isinstance(upstream, int):
         return f"127.0.0.1:{upstream}"
     if isinstance(upstream, str):
         return upstream.removeprefix("http://").rstrip("/")
     return f"127.0.0.1:{upstream.port}"
-
-
-def _set_parent_death_signal() -> None:  # pragma: no cover - runs in the child
-    """In the child, before exec: end nginx if the process that started it dies."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 class NginxProxy:
@@ -277,10 +264,10 @@ http {{
         fixed_ports = self.port is not None
         for attempt in range(3):
             if not fixed_ports:
-                self.port = _free_port()
-                self.tls_port = _free_port() if self.options.http2 else None
+                self.port = free_port()
+                self.tls_port = free_port() if self.options.http2 else None
             elif self.options.http2 and self.tls_port is None:
-                self.tls_port = _free_port()
+                self.tls_port = free_port()
             try:
                 self._launch(binary)
                 break
@@ -329,7 +316,7 @@ http {{
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
-                preexec_fn=_set_parent_death_signal if sys.platform == "linux" else None,
+                preexec_fn=parent_death_hook(),
             )
         deadline = time.monotonic() + self.startup_timeout
         ports = [p for p in (self.port, self.tls_port) if p]
