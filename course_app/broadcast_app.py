@@ -35,13 +35,11 @@ from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from course_app.hub import Hub, Message, MissedEvents
 from course_app.pages import html_page
+from course_app.redis_server import redis_client
 
 logger = logging.getLogger("lesson.broadcast")
 
@@ -121,13 +119,6 @@ class HubLike(Protocol):
 
 
 # -- Redis: one relay per process ------------------------------------------------------------
-
-
-def redis_client(url: str) -> Redis:
-    """An asyncio Redis client that fails fast (one retry) instead of retrying for seconds."""
-    return Redis.from_url(
-        url, decode_responses=True, socket_connect_timeout=1, retry=Retry(NoBackoff(), 1)
-    )
 
 
 class RedisRelay:

@@ -132,6 +132,15 @@ def _typed_events_arrive(page: object, url: str) -> None:
     page.wait_for_function("document.querySelectorAll('#notifications li').length === 1")  # type: ignore[attr-defined]
 
 
+def _chat_answer_survives_a_reload(page: object, url: str) -> None:
+    page.goto(url)  # type: ignore[attr-defined]
+    page.fill("#prompt", "count to 3")  # type: ignore[attr-defined]
+    page.click("#send")  # type: ignore[attr-defined]
+    page.wait_for_function("document.getElementById('status').textContent === 'done'")  # type: ignore[attr-defined]
+    page.reload()  # type: ignore[attr-defined]
+    assert page.locator("#log .assistant").last.text_content() == "1, 2, 3."  # type: ignore[attr-defined]
+
+
 # What "the page works" means for each notebook that embeds one.
 PAGE_CHECKS: dict[str, Callable[[object, str], None]] = {
     "00_welcome": _ticks_all_arrive,
@@ -139,6 +148,7 @@ PAGE_CHECKS: dict[str, Callable[[object, str], None]] = {
     "07_progress_reporting": _progress_job_runs_to_done,
     "09_broadcast_and_event_types": _typed_events_arrive,
     "10_llm_streaming": _chat_answers,
+    "13_capstone": _chat_answer_survives_a_reload,
 }
 
 
