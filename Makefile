@@ -21,12 +21,12 @@ $(STAMP): pyproject.toml requirements.lock
 lab: $(STAMP)
 	$(BIN)/course lab
 
-# Three workers: most tests wait on sockets and kernels rather than the CPU. loadscope keeps
+# Four workers on two cores: most tests wait on sockets, kernels and pace, not the CPU. loadscope keeps
 # each notebook's cells (and each test module or class) on one worker, in order; the slow
 # per-notebook and per-lesson checks are one class each, so they spread over the workers.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n 3 --dist loadscope
+	$(BIN)/python -m pytest -n 4 --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
