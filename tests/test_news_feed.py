@@ -80,7 +80,10 @@ def test_live_server_fixture_serves_and_stops_after_the_test(
             assert running_servers() == []
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "-o", "addopts=")
+    # In a subprocess: an in-process run restores sys.modules afterwards, and modules it
+    # imported for the first time (parts of httpcore) would be imported again by later tests
+    # in this worker as new classes, which httpx then no longer recognises.
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "addopts=")
     result.assert_outcomes(passed=2)
 
 
