@@ -27,9 +27,11 @@ class CommandError(Exception):
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    for lesson in load_lessons():
+    lessons = load_lessons()
+    width = max(len(lesson.title) for lesson in lessons)
+    for lesson in lessons:
         where = lesson.path("notebook").relative_to(course_root())
-        print(f"{lesson.number}  {lesson.title:<48} {lesson.minutes:>3} min  {where}")
+        print(f"{lesson.number}  {lesson.title:<{width}} {lesson.minutes:>3} min  {where}")
     return 0
 
 
@@ -47,11 +49,14 @@ def _bar(done: int, total: int, width: int = 20) -> str:
 def _cmd_progress(args: argparse.Namespace) -> int:
     print("Checking every exercise ...", flush=True)
     results = progress()
+    width = max((len(result.lesson.title) for result in results), default=0)
     for result in results:
         status = "done" if result.ok else f"{result.passed}/{len(result.outcomes)} checks"
+        if result.outcomes and all("ExerciseImportError" in o.reason for o in result.outcomes):
+            status = f"does not import: see `course check {result.lesson.number}`"
         if result.problem:
             status = "cannot run"
-        print(f"  {result.lesson.number}  {result.lesson.title:<48} {status}")
+        print(f"  {result.lesson.number}  {result.lesson.title:<{width}} {status}")
     done = sum(r.ok for r in results)
     print(f"Progress: [{_bar(done, len(results))}] {done}/{len(results)} exercises solved")
     return 0
