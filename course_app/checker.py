@@ -8,11 +8,7 @@ In a notebook, :func:`check` never raises: "Run All" gets past an unsolved exerc
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +16,7 @@ from course_app.exercise_loader import TARGET_ENV
 from course_app.manifest import Lesson, UnknownLessonError, find_lesson, load_lessons
 from course_app.pace import TEST_PACE
 from course_app.paths import course_root
+from course_app.pytest_report import MARKS, run_reported
 
 # The whole run; one test gets TEST_TIMEOUT (an endless loop stops the run after the first).
 CHECK_TIMEOUT = 180.0
@@ -86,9 +83,7 @@ class CheckResult:
             )
         else:
             for o in self.outcomes:
-                mark = {"passed": "PASS", "skipped": "SKIP", "not run": "----"}.get(
-                    o.outcome, "FAIL"
-                )
+                mark = MARKS.get(o.outcome, "FAIL")
                 lines.append(f"  {mark}  {o.label}")
                 if not o.passed and o.reason:
                     lines.extend(f"        {line}" for line in o.reason.splitlines())
@@ -145,37 +140,19 @@ def run_tests(
     test_paths: list[Path], target: str, root: Path | None = None
 ) -> tuple[list[TestOutcome], str]:
     """Run pytest on ``test_paths`` against ``target``; returns outcomes and a problem text."""
-    root = root or course_root()
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        command = [
-            sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
-            # Plugins the exercise tests do not need; nbval alone costs ~1.5 s of imports.
-            "-p", "no:nbval", "-p", "no:xdist", "-p", "no:hypothesispytest",
-            "-o", "addopts=", "--color=no", "-p", "course_app.pytest_report",
-            f"--course-report={report}",
-            *[str(p) for p in test_paths],
-        ]  # fmt: skip
-        # The suite's pace: every verdict the checker gives is one CI has proven.
-        env = {
-            **os.environ,
-            TARGET_ENV: target,
-            "COURSE_PACE": str(TEST_PACE),
-            TEST_TIMEOUT_ENV: os.environ.get(TEST_TIMEOUT_ENV, str(TEST_TIMEOUT)),
-        }
-        try:
-            proc = subprocess.run(
-                command, cwd=root, env=env, capture_output=True, text=True, timeout=CHECK_TIMEOUT
-            )
-        except subprocess.TimeoutExpired:
-            return [], f"the tests took longer than {CHECK_TIMEOUT:.0f} s (an endless loop?)"
-        if not report.exists():
-            tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
-            return [], f"pytest did not run ({tail[0]})"
-        outcomes = [TestOutcome(**row) for row in json.loads(report.read_text(encoding="utf-8"))]
-    if not outcomes:
-        return [], "no tests were collected"
-    return outcomes, ""
+    # The suite's pace: every verdict the checker gives is one CI has proven.
+    env = {
+        TARGET_ENV: target,
+        "COURSE_PACE": str(TEST_PACE),
+        TEST_TIMEOUT_ENV: os.environ.get(TEST_TIMEOUT_ENV, str(TEST_TIMEOUT)),
+    }
+    rows, problem = run_reported(
+        ["-p", "no:hypothesispytest", *[str(p) for p in test_paths]],
+        cwd=root or course_root(),
+        env=env,
+        timeout=CHECK_TIMEOUT,
+    )
+    return [TestOutcome(**row) for row in rows], problem
 
 
 def run_check(lesson_ref: str | int, target: str = "exercises") -> CheckResult:

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
-import subprocess
-import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -30,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from course_app.pytest_report import drop_noise, split_docstring
+from course_app.pytest_report import MARKS, drop_noise, run_reported, split_docstring
 
 PYTEST_TIMEOUT = 120  # seconds for a whole run_pytest() subprocess
 MAX_LINE = 160  # a reason's first line is cut here: some messages run on for a paragraph
@@ -95,27 +92,14 @@ def run_pytest(source: str, *options: str) -> None:
     """
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "test_cell.py").write_text(inspect.cleandoc(source) + "\n")
-        report = Path(folder) / "report.json"
-        command = [
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-            # Plugins a cell's tests do not need, and nbval alone takes a second to import.
-            "-p", "no:nbval", "-p", "no:xdist", "-p", "course_app.pytest_report", f"--course-report={report}", *options,
-            "test_cell.py",
-        ]  # fmt: skip
-        try:
-            done = subprocess.run(
-                command, cwd=folder, capture_output=True, text=True, timeout=PYTEST_TIMEOUT
-            )
-        except subprocess.TimeoutExpired:
-            print(f"  pytest did not finish within {PYTEST_TIMEOUT} s")
-            return
-        if not report.exists():
-            tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-            print(f"  pytest did not run: {tail[0]}")
-            return
-        rows = json.loads(report.read_text(encoding="utf-8"))
+        rows, problem = run_reported(
+            [*options, "test_cell.py"], cwd=Path(folder), timeout=PYTEST_TIMEOUT
+        )
+    if problem:
+        print(f"  {problem}")
+        return
     for row in rows:
-        mark = {"passed": "PASS", "skipped": "SKIP", "not run": "----"}.get(row["outcome"], "FAIL")
+        mark = MARKS.get(row["outcome"], "FAIL")
         print(f"  {mark}  {row['label']}")
         for line in row["reason"].splitlines() if mark == "FAIL" else []:
             print(f"        {line}")

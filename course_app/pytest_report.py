@@ -1,6 +1,8 @@
 """A tiny pytest plugin: write each test's outcome to a JSON file for the checker.
 
-Loaded with ``-p course_app.pytest_report --course-report=FILE``. A test's docstring gives
+Loaded with ``-p course_app.pytest_report --course-report=FILE``; :func:`run_reported`
+runs pytest with it in a subprocess and reads the file back (the checker, lesson 11's
+mutation check and its notebook cells all run tests that way). A test's docstring gives
 its label (first line) and its hint (the paragraph after a blank line). A failure keeps what
 a learner needs to act on it: the message with pytest's expected-vs-actual detail, the
 falsifying input Hypothesis found, and the line of the exercise where the error was raised.
@@ -12,13 +14,19 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 MAX_DETAIL_LINES = 14
+# How a report shows each outcome; anything else (failed, error) is FAIL.
+MARKS = {"passed": "PASS", "skipped": "SKIP", "not run": "----"}
 MAX_LINE = 220
 
 _RESULTS: list[dict[str, Any]] = []
@@ -172,3 +180,39 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     ]  # fmt: skip
     with open(path, "w", encoding="utf-8") as out:
         json.dump(_RESULTS + not_run, out)
+
+
+def run_reported(
+    args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180.0
+) -> tuple[list[dict[str, Any]], str]:
+    """Run ``pytest args`` in a subprocess with this plugin; the rows and a problem text.
+
+    The rows are what the plugin wrote (nodeid, label, hint, outcome, reason); the problem
+    text is empty unless pytest could not run, ran too long, or collected nothing.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "report.json"
+        command = [
+            sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
+            # Plugins these runs do not need; nbval alone costs ~1.5 s of imports.
+            "-p", "no:nbval", "-p", "no:xdist", "-o", "addopts=", "--color=no",
+            "-p", "course_app.pytest_report", f"--course-report={report}", *args,
+        ]  # fmt: skip
+        try:
+            done = subprocess.run(
+                command,
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return [], f"the tests took longer than {timeout:.0f} s (an endless loop?)"
+        if not report.exists():
+            tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+            return [], f"pytest did not run ({tail[0]})"
+        rows = json.loads(report.read_text(encoding="utf-8"))
+    if not rows:
+        return [], "no tests were collected"
+    return rows, ""

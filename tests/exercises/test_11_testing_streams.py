@@ -9,11 +9,6 @@ always fails would otherwise "catch" everything.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +16,7 @@ from types import ModuleType
 import pytest
 
 from course_app.news_feed import BUGS
+from course_app.pytest_report import run_reported
 
 BUG_ENV = "COURSE_FEED_BUG"
 # One of your tests that hangs on a bug fails after this long (and so catches it).
@@ -35,19 +31,12 @@ Verdicts = dict[str, dict[str, str]]  # bug ("" for the correct feed) -> test na
 
 def run_your_tests(path: Path, bug: str) -> dict[str, str]:
     """Run the tests in ``path`` against the feed with ``bug``; returns name -> outcome."""
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        command = [
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:nbval",
-            "-p", "no:xdist", "-o", "addopts=", "-o", f"timeout={YOUR_TEST_TIMEOUT}",
-            "--import-mode=importlib", "-p", "course_app.pytest_report",
-            f"--course-report={report}", str(path),
-        ]  # fmt: skip
-        env = {**os.environ, BUG_ENV: bug}
-        subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=300)
-        if not report.exists():
-            return {}
-        rows = json.loads(report.read_text(encoding="utf-8"))
+    rows, _ = run_reported(
+        ["-o", f"timeout={YOUR_TEST_TIMEOUT}", "--import-mode=importlib", str(path)],
+        cwd=ROOT,
+        env={BUG_ENV: bug},
+        timeout=300,
+    )
     return {row["nodeid"].rpartition("::")[2]: row["outcome"] for row in rows}
 
 
