@@ -40,6 +40,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from course_app.hub import Hub, Message, MissedEvents
 from course_app.pages import html_page
 from course_app.redis_server import redis_client
+from course_app.request_guards import guard_requests
 
 logger = logging.getLogger("lesson.broadcast")
 
@@ -223,19 +224,6 @@ async def take_queued(subscription: Subscription, first: Message) -> tuple[list[
     return batch, False
 
 
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The request body, or 413 as soon as it is longer than ``limit`` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"the body is larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"the body is larger than {limit} bytes")
-    return bytes(body)
-
-
 def create_app(
     *,
     hub_factory: Callable[[], HubLike] = Hub,
@@ -267,6 +255,7 @@ def create_app(
                 await app.state.relay.close()
 
     app = FastAPI(title="Lesson 09: event types and fan-out", lifespan=lifespan)
+    guard_requests(app, max_body=MAX_BODY)  # 413 over MAX_BODY, 422 for what is not JSON
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
@@ -274,7 +263,7 @@ def create_app(
 
     @app.post("/messages", status_code=202)
     async def publish(request: Request) -> dict[str, Any]:
-        body = await read_body(request)
+        body = await request.body()  # within MAX_BODY, UTF-8 JSON: guard_requests
         try:
             item = PUBLISH.validate_json(body)
         except ValidationError as exc:

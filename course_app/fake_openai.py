@@ -29,7 +29,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from course_app.fake_openai_chat import chat_chunks, chat_completion
 from course_app.fake_openai_faults import FAULTS, early_fault, quiet_drops
-from course_app.fake_openai_requests import api_error, json_body, parse_chat, parse_responses
+from course_app.fake_openai_requests import (
+    api_error,
+    json_body,
+    parse_chat,
+    parse_responses,
+    refusal,
+)
 from course_app.fake_openai_responses import final_status, response_events, response_object
 from course_app.fake_openai_script import (
     CREATED,
@@ -43,8 +49,11 @@ from course_app.fake_openai_script import (
     text_of,
     tokenize,
 )
+from course_app.request_guards import BodyRefused, guard_requests
 
 __all__ = ["FAULTS", "MODELS", "StreamStats", "create_app", "reply_to", "tokenize"]
+
+MAX_BODY = 4 * 1024 * 1024  # bytes: room for the longest chat lesson 10 or 13 forwards
 
 
 def _split_model(model: str, header_fault: str | None) -> tuple[str, str | None] | JSONResponse:
@@ -84,10 +93,14 @@ def create_app() -> FastAPI:
         openapi_url=None,
     )
     app.state.streams = StreamStats()
+    # The API's limits: 413 for a body too large, 400 for one that is not JSON, its shape.
+    guard_requests(app, max_body=MAX_BODY, bad_json_status=400, answer=refusal)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # FastAPI's own 404/405 are {"detail": ...}: answer in the API's error shape instead.
+        if isinstance(exc, BodyRefused):
+            return refusal(exc)
         message = str(exc.detail)
         if exc.status_code == 404:
             message = f"Invalid URL ({request.method} {request.url.path})"

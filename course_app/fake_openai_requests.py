@@ -8,7 +8,6 @@ Requests are checked like the API checks them, with its error body
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from fastapi import Request
@@ -17,6 +16,8 @@ from openai.types.chat.completion_create_params import CompletionCreateParamsBas
 from openai.types.responses.response_create_params import ResponseCreateParamsBase
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
+
+from course_app.request_guards import BodyRefused, read_json
 
 
 def api_error(
@@ -31,6 +32,11 @@ def api_error(
     """An error response in the API's shape."""
     body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def refusal(refused: BodyRefused) -> JSONResponse:
+    """The API's answer to a body the course's request guard refused (413, or 400 not JSON)."""
+    return api_error(refused.status_code, refused.message, code=refused.code)
 
 
 def _parameters(params: type) -> frozenset[str]:
@@ -101,8 +107,8 @@ async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
             code="missing_api_key",
         )
     try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = read_json(await request.body())  # NaN, 1e309, bad UTF-8: not JSON either
+    except ValueError:
         return api_error(
             400, "We could not parse the JSON body of your request.", code="invalid_json"
         )

@@ -14,12 +14,18 @@ One app, three pages (``course_app/static/12_*.html``), each with the streams it
 The signed link is ``/signed-stream?user=ada&expires=<unix time>&sig=<hex>``, where
 ``sig`` is an HMAC-SHA256 of the path, the user and the expiry under the server's secret:
 anyone can read it, nobody can change it, and it stops working by itself.
+
+A link or token in a URL is a credential, and uvicorn's access log writes every request's
+path with its query string: :func:`redact_access_log` keeps named query parameters out of
+it (lesson 12's exercise app uses it for ``?token=``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -33,6 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from course_app import pace
 from course_app.pages import html_page
+from course_app.request_guards import guard_requests
 
 DEMO_SECRET = b"lesson-12-demo-secret: a real one comes from your settings, never from code"
 SESSION_COOKIE = "session"
@@ -47,6 +54,44 @@ def signed_link(path: str, user: str, ttl: float, *, secret: bytes = DEMO_SECRET
     """``path?user=..&expires=..&sig=..``, valid for ``ttl`` seconds."""
     expires = str(int(time.time() + ttl))
     return f"{path}?user={user}&expires={expires}&sig={sign(secret, path, user, expires)}"
+
+
+class RedactQuery(logging.Filter):
+    """A logging filter that replaces the values of some query parameters with ``<redacted>``.
+
+    uvicorn logs each request as ``'%s - "%s %s HTTP/%s" %d'`` with the path and query string
+    among the record's ``args``; the filter rewrites every string argument, so the line keeps
+    its shape (``GET /events?token=<redacted> HTTP/1.1" 200``) and nothing else changes.
+    """
+
+    def __init__(self, *names: str) -> None:
+        super().__init__()
+        self.names = names
+        alternatives = "|".join(re.escape(name) for name in names)
+        self._pattern = re.compile(rf"([?&](?:{alternatives})=)[^&\s\"]*")
+
+    def redact(self, text: str) -> str:
+        return self._pattern.sub(r"\1<redacted>", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.redact(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = self.redact(record.msg)
+        return True  # keep the line, without the secret
+
+
+def redact_access_log(*names: str, logger: str = "uvicorn.access") -> None:
+    """Keep the query parameters ``names`` out of uvicorn's access log (idempotent).
+
+    The filter sits on the logger, so it stays when ``uvicorn.run`` configures logging
+    (``logging.config.dictConfig`` replaces a logger's handlers, not its filters).
+    """
+    target = logging.getLogger(logger)
+    if not any(isinstance(f, RedactQuery) and f.names == names for f in target.filters):
+        target.addFilter(RedactQuery(*names))
 
 
 class StreamCap:
@@ -95,6 +140,7 @@ def create_app(
     of the farewell a ``/numbers`` stream sends when the server shuts down.
     """
     app = FastAPI(title="Lesson 12: browser demos")
+    guard_requests(app)
     app.state.slots_open = 0
     app.state.slot_requests = 0
     app.state.seen = []  # (path, user or "-") of every stream request, for the lesson to show
@@ -196,7 +242,7 @@ def create_app(
         user: str = "", expires: str = "", sig: str = ""
     ) -> EventSourceResponse:
         app.state.seen.append(("/signed-stream", user or "-"))
-        if not (user and expires.isdigit() and sig):
+        if not (user and re.fullmatch(r"[0-9]{1,12}", expires) and sig):
             raise HTTPException(401, "a signed link is needed")
         if not hmac.compare_digest(sig, sign(secret, "/signed-stream", user, expires)):
             raise HTTPException(401, "the link's signature is wrong")
@@ -214,7 +260,8 @@ def create_app(
     async def numbers(request: Request, after: int = 0) -> EventSourceResponse:
         """Numbered events from ``after`` (or ``Last-Event-ID``) + 1; a farewell on shutdown."""
         last_id = request.headers.get("last-event-id", "")
-        start = int(last_id) if last_id.isdigit() else after
+        # ASCII digits only: str.isdigit() is also true for "²", which int() refuses (a 500).
+        start = int(last_id) if re.fullmatch(r"[0-9]{1,18}", last_id) else after
         shutting_down = anyio.Event()
 
         async def stream() -> AsyncIterator[dict[str, Any]]:
