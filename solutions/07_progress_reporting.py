@@ -9,8 +9,10 @@ live ones; a watcher that reconnects with `Last-Event-ID` gets only what it miss
 
 The jobs live in a `JobRegistry`, apart from any connection: a watcher can leave and
 another arrive while the job runs on. The registry is bounded (`max_jobs`), forgets a
-finished job `ttl` seconds after it ended, and cancels what is still running when the app
-shuts down (its lifespan).
+finished job `ttl` seconds after it ended, and cancels what is still running as soon as the
+server begins to shut down (SIGTERM, Ctrl+C): each watcher then gets its `cancelled` and its
+stream ends, so uvicorn has no stream left to wait for. (uvicorn runs the lifespan's
+shutdown only after the open connections have closed: too late to tell the watchers.)
 
 Check your work: `course check 07` in a terminal, or the check cell in the notebook.
 Try it by hand: `course serve 07`, open http://127.0.0.1:8000/ (start a job, reload the
@@ -36,6 +38,9 @@ from pydantic import BaseModel, Field
 from course_app import pace
 from course_app.event_log import EventLog
 from course_app.pages import html_page
+from course_app.quiet_disconnects import QuietDisconnectRoute
+from course_app.request_guards import guard_requests
+from course_app.shutdown import close_at_shutdown
 
 logger = logging.getLogger("lesson.jobs")
 
@@ -140,6 +145,7 @@ class JobRegistry:
         self.ttl = ttl
         self.clock = clock
         self.jobs: dict[str, Job] = {}
+        self.closed = False  # set by aclose(): the server is shutting down
 
     def get(self, job_id: str) -> Job | None:
         self.evict_expired()
@@ -159,6 +165,8 @@ class JobRegistry:
 
     def start(self, request: JobRequest) -> Job:
         """Register a new job and start running it; RegistryFull if there is no room."""
+        if self.closed:
+            raise RegistryFull("the server is shutting down")
         # TODO: evict the expired jobs first. Still `max_jobs` jobs? Make room by dropping
         #       the finished job that ended first; if none has finished, raise RegistryFull.
         # TODO: make a Job with a fresh, unguessable id (uuid.uuid4().hex), run
@@ -205,8 +213,11 @@ class JobRegistry:
         ### END SOLUTION
 
     async def aclose(self) -> None:
-        """Cancel the jobs still running and wait for them (at the app's shutdown)."""
+        """Refuse new jobs, cancel the running ones and wait for them (at shutdown)."""
+        self.closed = True
         running = [job.task for job in self.jobs.values() if job.task and not job.task.done()]
+        if running:
+            logger.info("shutting down: cancelling %d running job(s)", len(running))
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
@@ -223,12 +234,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
+        # At the shutdown signal, not after the lifespan: uvicorn first waits for the open
+        # streams, and a watcher's stream ends only once its job has ended.
+        async with close_at_shutdown(registry.aclose):
             yield
-        finally:
-            await registry.aclose()  # no job outlives the app
 
     app = FastAPI(title="Lesson 07: progress reporting for long jobs", lifespan=lifespan)
+    guard_requests(app)  # a body too large, or not JSON, is a 413/422, never a 500
+    # A watcher that leaves is not an error: without this, FastAPI 0.163 can log a
+    # BrokenResourceError traceback for it (lesson 08's "When a client leaves" says why).
+    app.router.route_class = QuietDisconnectRoute
     app.state.jobs = registry
 
     def find_job(job_id: str) -> Job:

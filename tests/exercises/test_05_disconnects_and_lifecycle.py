@@ -15,7 +15,7 @@ import pytest
 
 from course_app import LessonServer
 
-from task_helpers import cancel_and_wait
+from task_helpers import cancel_and_wait, server_said
 
 
 def wait_until_released(streams, deadline_s: float = 10.0) -> int:
@@ -23,17 +23,6 @@ def wait_until_released(streams, deadline_s: float = 10.0) -> int:
     while streams.open and time.monotonic() < deadline:
         time.sleep(0.01)
     return streams.open
-
-
-def server_said(server: LessonServer) -> str:
-    """The last error the server logged, as " (the server logged: ...)", or ""."""
-    errors = [line.splitlines()[-1].strip() for line in server.logs if line.startswith("ERROR")]
-    if not errors:
-        return ""
-    last = errors[-1]
-    if last.startswith("(") and last.endswith(")"):
-        last = last[1:-1]
-    return f" (the server logged: {last})"
 
 
 @pytest.fixture
