@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NB ?= notebooks/*.ipynb
 
-.PHONY: lab test notebooks stubs lint
+.PHONY: lab test notebooks stubs lint soak
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,8 @@ notebooks: $(STAMP)
 			--execute --inplace --ExecutePreprocessor.timeout=300 \
 			--ExecutePreprocessor.record_timing=False "$$nb" || { rm -rf "$$stubs"; exit 1; }; \
 	done; rm -rf "$$stubs"
+
+# Each notebook's strict nbval, 10 times, with two CPU burners: what a loaded CI looks like.
+# `make soak SOAK_ARGS="--runs 3 --notebooks 05 13"`; the table at the end is the result.
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak_notebooks.py $(SOAK_ARGS)

@@ -214,7 +214,26 @@ async def wait_until(condition: Any, seconds: float) -> bool:
     return True
 
 
-async def measure(server: Server, args: argparse.Namespace, redis_url: str | None) -> dict:
+class Phase:
+    """The step a measurement is in, for the row that says where a server failed."""
+
+    def __init__(self) -> None:
+        self.name = "starting the server"
+
+
+# No keep-alive for the benchmark's own requests. The servers close a connection idle for
+# 1 s after its last response (WorkerProcesses passes `--timeout-keep-alive 1`), and with
+# 1,000 streams both event loops run late: the fastapi.sse server's timer fired while the
+# next POST, sent on that connection after 1.8 s, sat unread in its buffer, so the close
+# came back to the client as a reset (`httpx.ReadError`, in a burst or the steady phase).
+# Which side is late is not ours to control; a fresh connection per request has no timer
+# running (uvicorn starts it when a response completes), so that close can never meet it.
+CONTROL_LIMITS = httpx.Limits(max_keepalive_connections=0)
+
+
+async def measure(
+    server: Server, args: argparse.Namespace, redis_url: str | None, phase: Phase
+) -> dict:
     from course_app.worker_processes import WorkerProcesses
 
     env = {"PYTHONPATH": str(HERE), "FANOUT_BENCH_SERVER": "1"}
@@ -223,43 +242,61 @@ async def measure(server: Server, args: argparse.Namespace, redis_url: str | Non
     with WorkerProcesses(server.app, workers=server.workers, name="bench-fanout", env=env) as w:
         pids = w.worker_pids
         clients = Clients()
-        async with httpx.AsyncClient(base_url=w.url, timeout=30) as http:
-            await http.get("/")  # warm up (imports, first request)
-            before = rss(pids)
-            for start in range(0, args.clients, 100):
-                batch = min(100, args.clients - start)
-                await asyncio.gather(*(clients.connect(w.port, server.path) for _ in range(batch)))
-            if not await wait_until(lambda: clients.connected == args.clients, 60):
-                raise SystemExit(f"{server.label}: only {clients.connected} clients connected")
-            await asyncio.sleep(1)  # let the server settle
-            per_connection = (rss(pids) - before) / args.clients
+        try:
+            return await _measure(server, args, w.url, w.port, pids, clients, phase)
+        finally:
+            clients.close()
 
-            # Steady rate, through POST /messages, as an app publishes.
-            count = int(args.rate * args.seconds)
-            started = time.monotonic()
-            for n in range(count):
-                await asyncio.sleep(max(0.0, started + n / args.rate - time.monotonic()))
-                text = f"{n} {time.monotonic()!r}"
-                body = {"event": "message", "data": {"author": "bench", "text": text}}
-                response = await http.post("/messages", json=body)
-                response.raise_for_status()
-            complete = await wait_until(
-                lambda: all(clients.received.get(n, 0) >= args.clients for n in range(count)), 30
-            )
-            latencies = sorted(
-                clients.last_arrival[n] - clients.sent_at[n]
-                for n in range(count)
-                if clients.received.get(n, 0) >= args.clients
-            )
 
-            # Bursts: as fast as the server can fan out (lesson app: as fast as POST goes).
-            # The best of --repeat bursts: the machine may be busy with something else.
-            rates = []
-            first = count
-            for _ in range(args.repeat):
-                rates.append(await burst(server, http, clients, first, args))
-                first += args.burst
-        clients.close()
+async def _measure(
+    server: Server,
+    args: argparse.Namespace,
+    url: str,
+    port: int,
+    pids: list[int],
+    clients: Clients,
+    phase: Phase,
+) -> dict:
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=CONTROL_LIMITS) as http:
+        phase.name = "warm-up request"
+        await http.get("/")  # warm up (imports, first request)
+        before = rss(pids)
+        phase.name = f"connecting {args.clients} clients"
+        for start in range(0, args.clients, 100):
+            batch = min(100, args.clients - start)
+            await asyncio.gather(*(clients.connect(port, server.path) for _ in range(batch)))
+        if not await wait_until(lambda: clients.connected == args.clients, 60):
+            raise RuntimeError(f"only {clients.connected} clients connected within 60 s")
+        await asyncio.sleep(1)  # let the server settle
+        per_connection = (rss(pids) - before) / args.clients
+
+        # Steady rate, through POST /messages, as an app publishes.
+        phase.name = "steady phase"
+        count = int(args.rate * args.seconds)
+        started = time.monotonic()
+        for n in range(count):
+            await asyncio.sleep(max(0.0, started + n / args.rate - time.monotonic()))
+            text = f"{n} {time.monotonic()!r}"
+            body = {"event": "message", "data": {"author": "bench", "text": text}}
+            response = await http.post("/messages", json=body)
+            response.raise_for_status()
+        complete = await wait_until(
+            lambda: all(clients.received.get(n, 0) >= args.clients for n in range(count)), 30
+        )
+        latencies = sorted(
+            clients.last_arrival[n] - clients.sent_at[n]
+            for n in range(count)
+            if clients.received.get(n, 0) >= args.clients
+        )
+
+        # Bursts: as fast as the server can fan out (lesson app: as fast as POST goes).
+        # The best of --repeat bursts: the machine may be busy with something else.
+        rates = []
+        first = count
+        for n in range(args.repeat):
+            phase.name = f"burst {n + 1} of {args.repeat}"
+            rates.append(await burst(server, http, clients, first, args))
+            first += args.burst
     delivered = max(rates)
     return {
         "p50": statistics.median(latencies) if latencies else float("nan"),
@@ -324,13 +361,24 @@ async def main() -> None:
     for server in SERVERS:
         if args.only and args.only not in server.label:
             continue
-        if server.redis:
-            with RedisServer(name="bench-fanout") as redis_server:
-                row = await measure(server, args, redis_server.url)
-        else:
-            row = await measure(server, args, None)
+        phase = Phase()
+        try:
+            if server.redis:
+                phase.name = "starting Redis"
+                with RedisServer(name="bench-fanout") as redis_server:
+                    row = await measure(server, args, redis_server.url, phase)
+            else:
+                row = await measure(server, args, None, phase)
+        except Exception as exc:  # one server failing must not hide the others' rows
+            why = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+            print(f"{server.label:<30} FAILED in the {phase.name}: {why}: {detail}", flush=True)
+            continue
         rows[server.label] = row
-        note = "" if row["complete"] else "  (some messages never reached every client)"
+        notes = [] if row["complete"] else ["some steady messages never reached every client"]
+        if not row["rate"]:
+            notes.append("no burst reached every client within 60 s")
+        note = f"  ({'; '.join(notes)})" if notes else ""
         print(
             f"{server.label:<30} {row['p50'] * 1000:>5.0f} ms {row['p99'] * 1000:>5.0f} ms"
             f" {row['rate']:>12,.0f} {row['kb']:>6.1f} KB{note}",
