@@ -31,6 +31,7 @@ from course_app.fake_openai import FAULTS
 from course_app.fake_openai import create_app as create_fake_llm
 from course_app.llm_settings import LLMSettings, async_client, llm_settings
 from course_app.pages import html_page
+from course_app.request_guards import guard_requests
 from course_app.server import LessonServer
 
 logger = logging.getLogger("lesson.relay")
@@ -86,7 +87,9 @@ async def relay_response(
     #       this generator ends (`async with stream:`), also when it is closed at a yield:
     #       closing the stream is what stops the model.
     # TODO: relay each "response.output_text.delta" event as sse_event("token", {"text": ...}).
-    # TODO: the stream ends with ONE terminal event; relay it as ONE event, then stop:
+    # TODO: the stream ends with ONE terminal event; relay it as ONE event, and ignore
+    #       anything after it (read on to the stream's end rather than `break`: the SDK then
+    #       finishes its own iterators; a `break` leaves them for the garbage collector):
     #       "response.completed" / "response.incomplete" -> sse_event("done", {"status":
     #       event.response.status, "usage": {"input_tokens": ..., "output_tokens": ...}});
     #       "error" / "response.failed" (the SDK does not raise for these) -> log it, then
@@ -127,6 +130,7 @@ def create_app(settings: LLMSettings | None = None) -> FastAPI:
                 fake.stop()
 
     app = FastAPI(title="Lesson 10: LLM streaming relay", lifespan=lifespan)
+    guard_requests(app)  # a body too large, or not JSON, is a 413/422, never a 500
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page() -> HTMLResponse:

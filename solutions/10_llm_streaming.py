@@ -31,6 +31,7 @@ from course_app.fake_openai import FAULTS
 from course_app.fake_openai import create_app as create_fake_llm
 from course_app.llm_settings import LLMSettings, async_client, llm_settings
 from course_app.pages import html_page
+from course_app.request_guards import guard_requests
 from course_app.server import LessonServer
 
 logger = logging.getLogger("lesson.relay")
@@ -86,7 +87,9 @@ async def relay_response(
     #       this generator ends (`async with stream:`), also when it is closed at a yield:
     #       closing the stream is what stops the model.
     # TODO: relay each "response.output_text.delta" event as sse_event("token", {"text": ...}).
-    # TODO: the stream ends with ONE terminal event; relay it as ONE event, then stop:
+    # TODO: the stream ends with ONE terminal event; relay it as ONE event, and ignore
+    #       anything after it (read on to the stream's end rather than `break`: the SDK then
+    #       finishes its own iterators; a `break` leaves them for the garbage collector):
     #       "response.completed" / "response.incomplete" -> sse_event("done", {"status":
     #       event.response.status, "usage": {"input_tokens": ..., "output_tokens": ...}});
     #       "error" / "response.failed" (the SDK does not raise for these) -> log it, then
@@ -114,7 +117,14 @@ async def relay_response(
             extra_headers=extra_headers,
         )
         async with stream:
+            # Read to the end, no `break`: the upstream ends right after its terminal event,
+            # and a stream read to its end leaves nothing open. After a `break`, the SDK's
+            # chain of async generators (its SSE parser down to httpx's byte iterators) stays
+            # paused in a reference cycle with `stream`, until the garbage collector closes
+            # it at some later moment, in whichever thread it runs, each generator on its own.
             async for event in stream:
+                if ending is not None:
+                    continue  # after the terminal event: nothing more to relay
                 if event.type == "response.output_text.delta":
                     yield sse_event("token", {"text": event.delta})
                 elif event.type in ("response.completed", "response.incomplete"):
@@ -123,11 +133,9 @@ async def relay_response(
                         include={"input_tokens", "output_tokens", "total_tokens"}
                     )
                     ending = sse_event("done", {"status": event.response.status, "usage": counts})
-                    break
                 elif event.type in ("error", "response.failed"):
                     logger.warning("upstream failed in the stream: %s", event.model_dump_json())
                     ending = failure("upstream_error", retryable=False)
-                    break
     except openai.RateLimitError as exc:
         logger.warning("upstream rate limit: %s", exc)
         ending = failure("rate_limited", retryable=True)
@@ -171,6 +179,7 @@ def create_app(settings: LLMSettings | None = None) -> FastAPI:
                 fake.stop()
 
     app = FastAPI(title="Lesson 10: LLM streaming relay", lifespan=lifespan)
+    guard_requests(app)  # a body too large, or not JSON, is a 413/422, never a 500
 
     @app.get("/", response_class=HTMLResponse)
     async def chat_page() -> HTMLResponse:
