@@ -1,21 +1,24 @@
-"""Lesson 08: sensor readings from SQLite, exported in time order and followed live.
+"""Lesson 08: sensor readings from SQLite, exported newest first and followed live.
 
 The notebook streamed a shop's orders by id. Here the table holds temperature readings of
 several sensors (`course_app.sample_db.Reading`). A reading's id grows as readings
 *arrive*; `taken_at` says when it was measured. Some readings arrive late, so the two
 orders differ, and readings taken in the same minute share a `taken_at`.
 
-- `readings_in_time_order()`: one sensor's readings, oldest `taken_at` first (ties by
-  id), `batch_size` at a time, with keyset pagination on the pair (taken_at, id). Each
-  batch is read through a session of its own, closed before the first row is yielded, so
-  a client that stops reading holds no database connection. The NDJSON and CSV routes
-  stream it.
+- `readings_newest_first()`: one sensor's readings, newest `taken_at` first (ties: the
+  higher id first), `batch_size` at a time, with keyset pagination on the pair
+  (taken_at, id), walking *down* the table. Each batch is read through a session of its
+  own, closed before the first row is yielded, so a client that stops reading holds no
+  database connection. The NDJSON and CSV routes stream it: a log viewer's "latest first".
 - `last_seen()`: the dependency that reads the `Last-Event-ID` header. It runs before the
   response starts, so a malformed id can still get a real `400`.
-- `live_readings()`: the sensor's readings that arrive after a given id, forever, as SSE
-  events whose id is the reading's id: a client that reconnects with `Last-Event-ID`
-  resumes exactly after the last reading it saw. A database error ends the stream with
-  one `error` event that tells the client nothing about the database.
+- `live_readings()`: the sensor's readings that arrive after a given id, forever, as SSE.
+  Unlike the notebook's tail (one event per row), it sends **one `readings` event per
+  poll** that found something, holding all the new readings as a list, with the newest
+  one's id as the event id: fewer writes, and a client that reconnects with
+  `Last-Event-ID` still resumes exactly after the last reading it received. A database
+  error ends the stream with one `error` event that tells the client nothing about the
+  database.
 
 Check your work: `course check 08` in a terminal, or the check cell in the notebook.
 Try it by hand: `course serve 08` (a demo database in a temporary folder, with a writer
@@ -42,6 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from course_app import pace
+from course_app.quiet_disconnects import QuietDisconnectRoute
 from course_app.sample_db import Reading, demo_database
 
 logger = logging.getLogger("lesson.readings")
@@ -67,28 +71,27 @@ def to_out(row: Row[Any]) -> ReadingOut:
     return ReadingOut.model_validate(row, from_attributes=True)
 
 
-async def readings_in_time_order(
+async def readings_newest_first(
     sessions: Sessions, sensor: str, batch_size: int = BATCH_SIZE
 ) -> AsyncIterator[Row[Any]]:
-    """Every reading of `sensor`, ordered by (taken_at, id), read `batch_size` at a time."""
-    # TODO: select COLUMNS for the readings of `sensor`, ordered by taken_at, then id, at
-    #       most `batch_size` rows per query. Keyset pagination: each batch starts after
-    #       the last row of the previous one, on both columns at once:
-    #       (taken_at, id) > (its taken_at, its id). sqlalchemy's tuple_() builds that
-    #       comparison. No OFFSET.
+    """Every reading of `sensor`, newest first: by (taken_at, id) descending, in batches."""
+    # TODO: select COLUMNS for the readings of `sensor`, ordered by taken_at, then id, both
+    #       descending (`.desc()`), at most `batch_size` rows per query. Keyset pagination,
+    #       walking down: each batch starts *below* the last row of the previous one, on
+    #       both columns at once. sqlalchemy's tuple_() builds that comparison. No OFFSET.
     # TODO: read each batch in a session of its own (`async with sessions() as session:`)
     #       and leave that block before you yield the batch's rows, one by one. (The
     #       notebook also shields that block from cancellation, so that a client leaving
     #       mid-query costs no connection: `with anyio.CancelScope(shield=True):`.)
     # TODO: stop after a batch that came back with fewer than `batch_size` rows.
     ### BEGIN SOLUTION
-    in_order = (
+    newest_first = (
         select(*COLUMNS)
         .where(Reading.sensor == sensor)
-        .order_by(Reading.taken_at, Reading.id)
+        .order_by(Reading.taken_at.desc(), Reading.id.desc())
         .limit(batch_size)
     )
-    query = in_order
+    query = newest_first
     while True:
         with anyio.CancelScope(shield=True):
             async with sessions() as session:
@@ -98,7 +101,8 @@ async def readings_in_time_order(
         if len(batch) < batch_size:
             return
         last = batch[-1]
-        query = in_order.where(tuple_(Reading.taken_at, Reading.id) > (last.taken_at, last.id))
+        below = tuple_(Reading.taken_at, Reading.id) < (last.taken_at, last.id)
+        query = newest_first.where(below)
     ### END SOLUTION
 
 
@@ -110,7 +114,7 @@ def last_seen(last_event_id: Annotated[str | None, Header()] = None) -> int | No
     """
     # TODO: no header, or an empty one (a client with no id yet) -> None.
     # TODO: ASCII digits only, at most MAX_ID -> that number, as an int.
-    # TODO: anything else ("abc", "-1", "1.5", " 7", "٣", a number with 5,000 digits)
+    # TODO: anything else ("abc", "-1", "1.5", " 7", "7_0", "٣", "²", 5,000 digits)
     #       -> raise HTTPException(status_code=400, detail=...). Never let a ValueError
     #       or a number too large for SQLite through: that would be a 500, or worse, a
     #       stream that breaks after its 200.
@@ -127,16 +131,18 @@ def last_seen(last_event_id: Annotated[str | None, Header()] = None) -> int | No
 async def live_readings(
     sessions: Sessions, sensor: str, after: int | None, poll_every: float = POLL_EVERY
 ) -> AsyncIterator[ServerSentEvent]:
-    """The readings of `sensor` with an id above `after`, as SSE events, forever.
+    """`sensor`'s readings with an id above `after`, forever: one SSE event per batch.
 
     `after=None`: only readings that arrive from now on.
     """
     # TODO: `after` is None: start after the newest reading there is now (select the
     #       max() of Reading.id; an empty table has none: start after 0).
     # TODO: then, forever: read `sensor`'s readings with an id above the last one sent,
-    #       in id order, at most BATCH_SIZE per query, in a session of their own. Yield
-    #       each as ServerSentEvent(data=to_out(row), event="reading", id=str(row.id)).
-    #       When a query brings fewer than BATCH_SIZE rows, you are up to date: wait
+    #       in id order, at most BATCH_SIZE per query, in a session of their own. When
+    #       that brings rows, yield them all as ONE event:
+    #       ServerSentEvent(event="readings", data=[to_out(row) for row in rows], id=...)
+    #       whose id is the id of the newest reading in it (as a str). When a query brings
+    #       fewer than BATCH_SIZE rows, you are up to date: wait
     #       `await pace.sleep(poll_every)` before you look again.
     # TODO: a database error (sqlalchemy.exc.SQLAlchemyError) ends the stream: log it
     #       with logger.exception() (the details stay in the server's log), then yield
@@ -156,9 +162,10 @@ async def live_readings(
             with anyio.CancelScope(shield=True):
                 async with sessions() as session:
                     rows = (await session.execute(newer)).all()
-            for row in rows:
-                yield ServerSentEvent(data=to_out(row), event="reading", id=str(row.id))
-                after = row.id
+            if rows:
+                after = rows[-1].id
+                readings = [to_out(row) for row in rows]
+                yield ServerSentEvent(event="readings", data=readings, id=str(after))
             if len(rows) < BATCH_SIZE:
                 await pace.sleep(poll_every)
     except SQLAlchemyError:
@@ -205,16 +212,19 @@ def create_app(sessions: Sessions | None = None, poll_every: float = POLL_EVERY)
         lifespan=None if sessions is not None else with_demo_database,
     )
     app.state.sessions = sessions
+    # A client that leaves the live tail is not an error: without this, FastAPI 0.163 can
+    # log a BrokenResourceError traceback for it (the notebook's "Going deeper" says why).
+    app.router.route_class = QuietDisconnectRoute
 
     @app.get("/sensors/{sensor}/readings.ndjson")
     async def readings_ndjson(sensor: str, sessions: SessionsDep) -> AsyncIterator[ReadingOut]:
-        async for row in readings_in_time_order(sessions, sensor):
+        async for row in readings_newest_first(sessions, sensor):
             yield to_out(row)
 
     @app.get("/sensors/{sensor}/readings.csv")
     async def readings_csv(sensor: str, sessions: SessionsDep) -> StreamingResponse:
         return StreamingResponse(
-            csv_chunks(readings_in_time_order(sessions, sensor)),
+            csv_chunks(readings_newest_first(sessions, sensor)),
             media_type="text/csv",
             headers={"content-disposition": 'attachment; filename="readings.csv"'},
         )

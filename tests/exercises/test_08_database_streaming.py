@@ -1,5 +1,6 @@
-"""Lesson 08: readings in time order with keyset batches, a live tail that resumes after
-Last-Event-ID, and no database connection held while a client takes its time.
+"""Lesson 08: readings newest first with keyset batches, a live tail that sends one event per
+batch and resumes after Last-Event-ID, and no database connection held while a client
+takes its time.
 
 Every test runs on a fresh SQLite file in pytest's tmp_path. The engine records each SQL
 statement (with its values filled in) as SQLite starts to run it, in the thread that runs
@@ -14,6 +15,7 @@ import csv
 import io
 import json
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -73,10 +75,11 @@ def db(tmp_path: Path) -> Iterator[Database]:
     asyncio.run(database.engine.dispose())
 
 
-def time_order(sensor: str, count: int = READINGS) -> list[int]:
-    """The ids of `sensor`'s readings by (taken_at, id), worked out without SQL."""
+def newest_first(sensor: str, count: int = READINGS) -> list[int]:
+    """The ids of `sensor`'s readings by (taken_at, id) descending, worked out without SQL."""
     rows = [reading_row(n) for n in range(1, count + 1)]
-    return [id_ for id_, s, taken_at, _ in sorted(rows, key=lambda r: (r[2], r[0])) if s == sensor]
+    ordered = sorted(rows, key=lambda r: (r[2], r[0]), reverse=True)
+    return [id_ for id_, s, _taken_at, _ in ordered if s == sensor]
 
 
 def collect(rows: AsyncIterator[Any], at_most: int) -> list[Any]:
@@ -96,23 +99,24 @@ def collect(rows: AsyncIterator[Any], at_most: int) -> list[Any]:
     return asyncio.run(main())
 
 
-def test_time_order_with_ties(exercise: ModuleType, db: Database) -> None:
-    """readings_in_time_order gives every reading of one sensor once, by (taken_at, id)
+def test_newest_first_with_ties(exercise: ModuleType, db: Database) -> None:
+    """readings_newest_first gives every reading of one sensor once, by (taken_at, id) descending
 
     Readings taken in the same minute share a taken_at, and a batch can end in the middle
-    of them. What does `taken_at > last taken_at` skip then, and what does `>=` repeat?
-    Which pair of columns decides where the next batch starts?
+    of them. Walking down the table, what does `taken_at < last taken_at` skip then, and
+    what does `<=` repeat? Which pair of columns decides where the next batch starts, and
+    in which direction do both sort?
     """
     for sensor in ALL_SENSORS:
         for batch_size in (3, 7, 100, 1000):
-            expected = time_order(sensor)
+            expected = newest_first(sensor)
             rows = collect(
-                exercise.readings_in_time_order(db.sessions, sensor, batch_size),
+                exercise.readings_newest_first(db.sessions, sensor, batch_size),
                 len(expected) + 2 * batch_size,
             )
             got = [row.id for row in rows]
             assert got == expected, f"sensor {sensor!r}, batch_size={batch_size}"
-    assert collect(exercise.readings_in_time_order(db.sessions, "garage", 5), 10) == []
+    assert collect(exercise.readings_newest_first(db.sessions, "garage", 5), 10) == []
 
 
 def test_batches_are_keyset_queries(exercise: ModuleType, db: Database) -> None:
@@ -121,7 +125,7 @@ def test_batches_are_keyset_queries(exercise: ModuleType, db: Database) -> None:
     How many queries does reading 100 rows 7 at a time take? Does each say where to start
     with a WHERE on (taken_at, id), rather than by skipping rows with OFFSET?
     """
-    rows = collect(exercise.readings_in_time_order(db.sessions, "boiler", 7), 200)
+    rows = collect(exercise.readings_newest_first(db.sessions, "boiler", 7), 200)
     assert len(rows) == 100, f"got {len(rows)} rows; boiler has 100 readings"
     queries = db.selects("boiler")
     if not 100 // 7 + 1 <= len(queries) <= 100 // 7 + 2:
@@ -150,12 +154,12 @@ def test_no_connection_while_the_consumer_holds_a_row(exercise: ModuleType, db: 
             await rows.aclose()
 
     async def main() -> tuple[int, int]:
-        export = exercise.readings_in_time_order(db.sessions, "attic", 10)
+        export = exercise.readings_newest_first(db.sessions, "attic", 10)
         tail = exercise.live_readings(db.sessions, "attic", 0, poll_every=0.05)
         return await held_after_first(export), await held_after_first(tail)
 
     export_held, tail_held = asyncio.run(main())
-    assert export_held == 0, "readings_in_time_order holds a connection at its yield"
+    assert export_held == 0, "readings_newest_first holds a connection at its yield"
     assert tail_held == 0, "live_readings holds a connection at its yield"
 
 
@@ -175,12 +179,12 @@ def server(exercise: ModuleType, db: Database) -> Iterator[LessonServer]:
 
 
 def test_ndjson_and_csv_exports(client: TestClient) -> None:
-    """GET /sensors/attic/readings.ndjson and .csv stream every reading in time order
+    """GET /sensors/attic/readings.ndjson and .csv stream every reading, newest first
 
-    Both routes are written for you: they stream readings_in_time_order(). Does it return
-    the rows with all four columns (COLUMNS), oldest first?
+    Both routes are written for you: they stream readings_newest_first(). Does it return
+    the rows with all four columns (COLUMNS), newest first?
     """
-    expected_ids = time_order("attic")
+    expected_ids = newest_first("attic")
     rows = {row[0]: row for row in (reading_row(n) for n in range(1, READINGS + 1))}
     response = client.get("/sensors/attic/readings.ndjson")
     assert response.status_code == 200
@@ -205,7 +209,7 @@ def test_client_leaving_mid_export_releases_everything(
     When the client hangs up, where is your generator: inside a query, or at a `yield`?
     Is a session open at that moment, and who closes it?
     """
-    collect(exercise.readings_in_time_order(db.sessions, "cellar", 10), 1)
+    collect(exercise.readings_newest_first(db.sessions, "cellar", 10), 1)
     for url in ("/sensors/cellar/readings.ndjson", "/sensors/cellar/readings.csv"):
         with (
             httpx.Client(timeout=10) as http,
@@ -228,23 +232,49 @@ def test_last_seen_reads_good_ids(exercise: ModuleType) -> None:
     assert {header: exercise.last_seen(header) for header in cases} == cases
 
 
-BAD_IDS = ["abc", "-1", "+1", "1.5", " 7", "1e3", "٣", "²", str(2**63), "9" * 30, "9" * 5000]
+# int() accepts " 7", "+1", "-1", "7_0" and "٣" (an Arabic-Indic 3), none of them an id
+# this stream sent; it raises on "abc", "1.5", "1e3" and "²", although "²".isdigit() is True.
+BAD_IDS = ["abc", "-1", "+1", "1.5", " 7", "7_0", "1e3", "٣", "²", str(2**63), "9" * 30, "9" * 5000]
 
 
-def test_malformed_last_event_id_is_a_400(exercise: ModuleType, client: TestClient) -> None:
+def get_live_raw(server: LessonServer, header_value: bytes) -> int:
+    """GET the live tail over a plain socket with these exact header bytes; the status."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(
+            b"GET /sensors/attic/live HTTP/1.1\r\nHost: test\r\nLast-Event-ID: "
+            + header_value
+            + b"\r\nConnection: close\r\n\r\n"
+        )
+        status_line = client.makefile("rb").readline()
+    return int(status_line.split()[1])
+
+
+def test_malformed_last_event_id_is_a_400(exercise: ModuleType, server: LessonServer) -> None:
     """a malformed Last-Event-ID is a 400 before any stream starts, never a 500
 
-    Which of these does `int()` accept anyway, and which make it raise? What does SQLite
-    do with a number above 2**63 - 1? Where must the check run so that a 400 can still
-    be sent?
+    `int()` accepts " 7", "+1", "-1", "7_0" and "٣" (an Arabic-Indic digit), none of them
+    an id you sent; it raises on "abc", "1.5", "1e3" and "²", although "²".isdigit() is
+    True. Which test accepts exactly ASCII digits? What does SQLite do with a number above
+    2**63 - 1? Where must the check run so that a 400 can still be sent?
     """
     for header in BAD_IDS:
-        with pytest.raises(HTTPException) as refused:
+        shown = repr(header if len(header) <= 20 else header[:20] + "...")
+        try:
             exercise.last_seen(header)
-        assert refused.value.status_code == 400, f"Last-Event-ID: {header[:20]!r}"
-        raw = header.encode()  # as bytes: httpx only sends ASCII text as is
-        response = client.get("/sensors/attic/live", headers={"last-event-id": raw})
-        assert response.status_code == 400, f"Last-Event-ID: {header[:20]!r}"
+        except HTTPException as refused:
+            assert refused.status_code == 400, f"last_seen({shown}) raised {refused.status_code}"
+        else:
+            pytest.fail(f"last_seen({shown}) accepted it; expected HTTPException(400)")
+        # Over a real socket, as a client sends it: the server decodes header bytes as
+        # Latin-1, so b"\xb2" arrives as "²" (TestClient would re-encode it).
+        try:
+            raw = header.encode("latin-1")
+        except UnicodeEncodeError:
+            continue  # no client can send it as one header value: the direct call covers it
+        if raw != raw.strip(b" \t"):
+            continue  # HTTP strips the spaces around a header value: the server sees "7"
+        status = get_live_raw(server, raw)
+        assert status == 400, f"Last-Event-ID: {shown} (bytes {raw[:20]!r}) answered {status}"
 
 
 class Tail:
@@ -273,6 +303,13 @@ class Tail:
     def __exit__(self, *exc_info: object) -> None:
         self.stack.close()
 
+    def readings(self, count: int) -> list[int]:
+        """The ids of the next `count` readings or more, from as many events as that takes."""
+        ids: list[int] = []
+        while len(ids) < count:
+            ids.extend(reading_ids(self.read(1)))
+        return ids
+
     def read(self, count: int | None) -> list[httpx_sse.ServerSentEvent]:
         """The next `count` events (None: all, to the end of the stream)."""
         events: list[httpx_sse.ServerSentEvent] = []
@@ -297,11 +334,22 @@ def kinds(events: list[httpx_sse.ServerSentEvent]) -> list[str]:
 
 
 def reading_ids(events: list[httpx_sse.ServerSentEvent]) -> list[int]:
-    """The ids of reading events, after checking that each event id is its reading's id."""
+    """The ids of the readings in `readings` events, checking each event's shape and id."""
+    ids: list[int] = []
     for event in events:
-        assert event.event == "reading", f"{event.event} event: {event.data}"
-        assert event.id == str(json.loads(event.data)["id"]), "the event id is the reading's id"
-    return [int(event.id) for event in events]
+        assert event.event == "readings", (
+            f"expected a readings event, got {event.event}: {event.data}"
+        )
+        batch = json.loads(event.data)
+        assert isinstance(batch, list) and batch, (
+            f"a readings event holds a non-empty list: {event.data[:200]}"
+        )
+        assert event.id == str(batch[-1]["id"]), (
+            f"the event id is the id of the newest reading in it: id {event.id!r}, readings"
+            f" {[reading['id'] for reading in batch]}"
+        )
+        ids.extend(reading["id"] for reading in batch)
+    return ids
 
 
 def newest_id(path: Path) -> int:
@@ -321,9 +369,10 @@ def of_sensor(sensor: str, ids: range) -> list[int]:
 def test_tail_resumes_after_last_event_id_and_follows_new_rows(
     exercise: ModuleType, db: Database, server: LessonServer
 ) -> None:
-    """the tail resumes exactly after Last-Event-ID, then sends new readings as they arrive
+    """the tail resumes exactly after Last-Event-ID, one event per batch, then follows new rows
 
-    Which readings have an id above the one the client sends, and which sensor's? After the
+    Which readings have an id above the one the client sends, and which sensor's? Do the
+    rows of one query go out as one `readings` event, with the newest one's id? After the
     last of them, what does your loop do until a writer adds more?
     """
     assert exercise.last_seen("250") == 250
@@ -331,10 +380,13 @@ def test_tail_resumes_after_last_event_id_and_follows_new_rows(
     url = f"{server.url}/sensors/boiler/live"
     expected = of_sensor("boiler", range(251, READINGS + 1))
     with Tail(url, 250) as tail:
-        assert reading_ids(tail.read(len(expected))) == expected
+        first = tail.read(1)
+        assert reading_ids(first) == expected, (
+            "the readings already there when the client connects come as one readings event"
+        )
         add_readings(db.path, 2, sensor="attic")
         added = add_readings(db.path, 3, sensor="boiler")
-        assert reading_ids(tail.read(3)) == added
+        assert tail.readings(3) == added
     assert wait_for(lambda: db.checked_out() == 0, 5), "a connection is still checked out"
 
 
@@ -354,7 +406,7 @@ def test_tail_without_last_event_id_starts_now(
         # By its second query, the stream has settled where "now" is.
         assert wait_for(lambda: len(db.statements) >= seen + 2, 5), "the tail ran no query"
         added = add_readings(db.path, 2, sensor="attic")
-        assert reading_ids(tail.read(2)) == added
+        assert tail.readings(2) == added
 
 
 def test_database_error_mid_stream_is_one_safe_error_event(
@@ -370,7 +422,7 @@ def test_database_error_mid_stream_is_one_safe_error_event(
     url = f"{server.url}/sensors/cellar/live"
     with Tail(url, newest_id(db.path)) as tail:
         added = add_readings(db.path, 1, sensor="cellar")
-        assert reading_ids(tail.read(1)) == added
+        assert tail.readings(1) == added
         with sqlite3.connect(db.path) as connection:  # the next query fails: no such table
             connection.execute("ALTER TABLE readings RENAME TO readings_moved")
         rest = tail.read(None)
@@ -388,7 +440,7 @@ def test_a_second_client_flows_while_an_export_waits_on_the_database(
     While the database works on one client's batch, is the event loop free to serve the
     next client? Does anything in your code wait on the database without `await`?
     """
-    collect(exercise.readings_in_time_order(db.sessions, "boiler", 10), 1)
+    collect(exercise.readings_newest_first(db.sessions, "boiler", 10), 1)
     release = threading.Event()
     export_waiting = threading.Event()
 
@@ -418,7 +470,7 @@ def test_a_second_client_flows_while_an_export_waits_on_the_database(
         url = f"{server.url}/sensors/attic/live"
         try:
             with Tail(url, 0) as tail:
-                got = reading_ids(tail.read(5))
+                got = tail.readings(5)[:5]
         except httpx.ReadTimeout:
             pytest.fail("the server answered nothing while the export's query was running")
         assert got == of_sensor("attic", range(1, 16))

@@ -258,6 +258,51 @@ def test_close_ends_a_waiting_subscriber(exercise: ModuleType) -> None:
     assert left == 0
 
 
+def test_a_closed_subscription_ends_at_once_every_time(exercise: ModuleType) -> None:
+    """after close(), every __anext__ raises StopAsyncIteration at once, even with messages left
+
+    close() has run: the client will resume from its own last id, so nothing more may come
+    out of this subscription, not the replayed backlog, not the queue. Which flag does
+    close() set, and does __anext__ look at it *before* the backlog and the queue? Waiting
+    on the empty queue again is not ending: the second call after close() must end too.
+    """
+
+    async def after_close(subscription: object) -> list[str]:
+        outcomes = []
+        for _ in range(2):
+            try:
+                async with asyncio.timeout(1):
+                    message = await anext(subscription)  # type: ignore[call-overload]
+                outcomes.append(f"returned message {message.id} ({message.data})")
+            except StopAsyncIteration:
+                outcomes.append("StopAsyncIteration")
+            except TimeoutError:
+                outcomes.append("waited 1 s for a message instead of ending")
+        return outcomes
+
+    async def scenario() -> dict[str, list[str]]:
+        hub = exercise.Hub()
+        for n in range(1, 6):
+            hub.publish("message", f"m{n}")
+        replaying = hub.subscribe(after="2")  # a backlog of three: m3, m4, m5
+        first = await anext(replaying)
+        assert first.id == "3", f"the backlog starts after id 2, not at {first.id}"
+        live = hub.subscribe()
+        hub.publish("message", "m6")  # queued for `live`
+        replaying.close()
+        live.close()
+        return {
+            "closed with a backlog left": await after_close(replaying),
+            "closed with a message queued": await after_close(live),
+        }
+
+    ended = ["StopAsyncIteration", "StopAsyncIteration"]
+    assert run(scenario()) == {
+        "closed with a backlog left": ended,
+        "closed with a message queued": ended,
+    }
+
+
 # ---------------------------------------------------------------- the hub in the app
 
 
