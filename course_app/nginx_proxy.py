@@ -88,6 +88,10 @@ class ProxyOptions:
     http2: bool = False  # also listen with TLS + HTTP/2 (self-signed certificate)
     gzip: bool = False  # gzip text/event-stream too (gzip_types)
     log_query: bool = True  # False: the access log shows the path without ?query
+    # keepalive > 0: an `upstream { keepalive N; }` block that keeps up to N idle connections
+    # to the app open for reuse. Without it nginx opens a new upstream connection for every
+    # request, whatever proxy_http_version and `Connection ""` say. Needs http_version "1.1".
+    keepalive: int = 0
     worker_shutdown_timeout: float = 10.0  # how long a reload lets old workers drain
     extra: str = ""  # more directives for the `location /` block
 
@@ -97,6 +101,16 @@ def _duration(seconds: float) -> str:
     if seconds >= 1 and float(seconds).is_integer():
         return f"{int(seconds)}s"
     return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _checked(options: ProxyOptions) -> ProxyOptions:
+    """Refuse option sets that nginx would accept but that do not do what they say."""
+    if options.keepalive and options.http_version == "1.0":
+        raise NginxError(
+            "keepalive needs http_version='1.1': nginx closes every HTTP/1.0 upstream "
+            "connection after one request"
+        )
+    return options
 
 
 def _upstream_address(upstream: str | int | _HasPort) -> str:
@@ -120,7 +134,7 @@ class NginxProxy:
     ) -> None:
         self.name = name
         self.upstream = _upstream_address(upstream)
-        self.options = ProxyOptions(**options)
+        self.options = _checked(ProxyOptions(**options))
         self.startup_timeout = startup_timeout
         self.port: int | None = None
         self.tls_port: int | None = None
@@ -212,6 +226,15 @@ class NginxProxy:
             '            proxy_set_header Connection "";\n' if o.http_version != "1.0" else ""
         )
         extra = "".join(f"            {line.strip()}\n" for line in o.extra.splitlines() if line)
+        target, upstream = self.upstream, ""
+        if o.keepalive:
+            target = "lesson_app"
+            upstream = (
+                f"    upstream {target} {{\n"
+                f"        server {self.upstream};\n"
+                f"        keepalive {o.keepalive};\n"
+                "    }\n"
+            )
         return f"""\
 worker_processes 1;
 error_log {tmp}/error.log notice;
@@ -227,12 +250,12 @@ http {{
     fastcgi_temp_path     {tmp}/fastcgi;
     uwsgi_temp_path       {tmp}/uwsgi;
     scgi_temp_path        {tmp}/scgi;
-
+{upstream}
     server {{
         listen 127.0.0.1:{port};
 {tls}
         location / {{
-            proxy_pass http://{self.upstream};
+            proxy_pass http://{target};
             proxy_http_version {o.http_version};
 {keepalive}            proxy_set_header Host $http_host;
             proxy_buffering {"on" if o.buffering else "off"};
@@ -347,7 +370,7 @@ http {{
         """
         if not self.running or self._dir is None or self._process is None:
             raise NginxError(f"nginx proxy {self.name!r} is not running")
-        new = replace(self.options, **changes)
+        new = _checked(replace(self.options, **changes))
         if new.http2 != self.options.http2:
             raise NginxError("http2 cannot change on reload: use restart(http2=...)")
         self.options = new
@@ -373,7 +396,7 @@ http {{
     def restart(self, **changes: Any) -> NginxProxy:
         """Stop nginx (open connections are cut) and start it again on the same ports."""
         if changes:
-            self.options = replace(self.options, **changes)
+            self.options = _checked(replace(self.options, **changes))
         self._kill()
         return self.start()
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from course_app import LessonServer
@@ -42,6 +42,12 @@ def make_app() -> FastAPI:
     @app.get("/hello")
     async def hello() -> dict[str, str]:
         return {"hello": "world"}
+
+    @app.get("/client-port")
+    async def client_port(request: Request) -> int:
+        """The source port of the connection this request came on (nginx's, behind nginx)."""
+        assert request.client is not None
+        return request.client.port
 
     @app.get("/ticks")
     async def ticks(n: int = 5, gap: float = 0.05, quiet: float = 0.0) -> StreamingResponse:
@@ -162,6 +168,39 @@ def test_access_log_can_leave_the_query_out(server: LessonServer) -> None:
     with NginxProxy(server, name="t-log", log_query=False) as proxy:
         httpx.get(proxy.url + "/hello?token=secret")
         assert logged(proxy) == ['200 "GET /hello HTTP/1.1" 17 bytes']
+
+
+def upstream_ports(proxy: NginxProxy, requests: int = 3) -> list[int]:
+    """The source port nginx used towards the app for each of ``requests`` requests."""
+    with httpx.Client(timeout=10) as client:  # one client connection to nginx for all of them
+        return [client.get(proxy.url + "/client-port").json() for _ in range(requests)]
+
+
+def test_http11_alone_opens_a_new_upstream_connection_per_request(server: LessonServer) -> None:
+    """`proxy_http_version 1.1` + `Connection ""` without an upstream keepalive block: one
+    connection to the app per request (lesson 12's sample config used to call this keep-alive)."""
+    with NginxProxy(server, name="t-no-keepalive", http_version="1.1") as proxy:
+        assert 'proxy_set_header Connection "";' in proxy.config
+        assert "keepalive" not in proxy.config
+        ports = upstream_ports(proxy)
+    assert len(set(ports)) == 3, f"upstream source ports: {ports}"
+
+
+def test_upstream_keepalive_reuses_the_connection_to_the_app(server: LessonServer) -> None:
+    with NginxProxy(server, name="t-keepalive", http_version="1.1", keepalive=8) as proxy:
+        assert "upstream lesson_app {" in proxy.config
+        assert "keepalive 8;" in proxy.config
+        assert "proxy_pass http://lesson_app;" in proxy.config
+        ports = upstream_ports(proxy)
+    # All three normally share one port. Not `== 1`: the lesson server closes a connection
+    # idle for 1 s, and a stall that long between two requests on a loaded machine would
+    # make nginx open a second one. Any reuse at all is what an unkept pool never shows.
+    assert len(set(ports)) < 3, f"upstream source ports: {ports}"
+
+
+def test_keepalive_without_http11_is_refused(server: LessonServer) -> None:
+    with pytest.raises(NginxError, match=r"^keepalive needs http_version='1.1'"):
+        NginxProxy(server, name="t-keepalive-10", keepalive=8)
 
 
 def test_bad_config_is_a_one_line_error(server: LessonServer) -> None:

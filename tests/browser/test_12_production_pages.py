@@ -216,3 +216,43 @@ def test_deploy_through_nginx_502_then_only_the_page_level_reconnect_comes_back(
                 time.sleep(0.01)
     finally:
         server.stop()
+
+
+PROBE = """() => {
+    const probe = {errors: [], opens: 0, numbers: []};
+    probe.source = new EventSource('/numbers');
+    probe.source.onopen = () => { probe.opens += 1; };
+    probe.source.onerror = () => { probe.errors.push(probe.source.readyState); };
+    probe.source.addEventListener('number', e => probe.numbers.push(Number(e.data)));
+    window.probe = probe;
+}"""
+
+
+def test_refused_connections_are_retried_until_the_server_is_back(page) -> None:
+    """No answer at all (connection refused) is not a final answer: EventSource stays
+    CONNECTING and tries again every `retry` ms, and opens once a server listens again."""
+    # Only this lesson server runs: its stop() tells the stream to say bye (retry: 200 ms).
+    server = LessonServer(create_app(come_back_ms=200), name="b12-refused", grace=3).start()
+    port = server.port
+    try:
+        page.goto(server.url + "/auth")  # any page of the app: the probe opens its own stream
+        page.evaluate(PROBE)
+        page.wait_for_function("window.probe.opens === 1 && window.probe.numbers.length >= 1")
+        server.stop()  # bye with retry: 200, then nothing listens on the port any more
+        # One error for the stream that ended, then one per refused attempt: three of them.
+        page.wait_for_function("window.probe.errors.length >= 4")
+        probe = page.evaluate(
+            "({errors: window.probe.errors, state: window.probe.source.readyState})"
+        )
+        assert probe["state"] == 0, "CONNECTING: the browser is still trying"
+        assert set(probe["errors"]) == {0}, "every error left it CONNECTING, never CLOSED"
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(server.url + "/numbers", timeout=5)  # refused: no server, no answer
+        server = LessonServer(create_app(), name="b12-refused", port=port).start()
+        # The same EventSource, with no code of the page's own, connects again and resumes.
+        page.wait_for_function("window.probe.opens === 2 && window.probe.source.readyState === 1")
+        page.wait_for_function("window.probe.numbers.length >= 3")
+        numbers = page.evaluate("window.probe.numbers")
+        assert numbers == list(range(1, len(numbers) + 1)), "Last-Event-ID: no gap, no repeat"
+    finally:
+        server.stop()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import os
+import secrets
 import socket
 import threading
 import time
@@ -15,6 +17,8 @@ import pytest
 from course_app import LessonServer
 from course_app.nginx_proxy import INSTALL_HINT, nginx_available, start_proxy
 
+from task_helpers import server_said
+
 NOW = 1_800_000_000  # a fixed "now" for token tests
 
 
@@ -23,21 +27,6 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.01)
     return condition()
-
-
-def server_said(server: LessonServer) -> str:
-    """The last error the server logged, as " (the server logged: ...)", or ""."""
-
-    def errors() -> list[str]:
-        return [line.splitlines()[-1].strip() for line in server.logs if line.startswith("ERROR")]
-
-    wait_until(lambda: bool(errors()), 0.5)  # only called on a failure: the log may lag
-    if not errors():
-        return ""
-    last = errors()[-1]
-    if last.startswith("(") and last.endswith(")"):
-        last = last[1:-1]
-    return f" (the server logged: {last})"
 
 
 def needs_nginx() -> None:
@@ -141,6 +130,42 @@ def test_bad_tokens_are_refused_with_the_reason(
     """
     with pytest.raises(exercise.TokenError, match=f"^token {reason}$"):
         exercise.verify_token(make(exercise), now=NOW)
+
+
+def test_signature_is_compared_in_constant_time(
+    exercise: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify_token compares the signature with hmac.compare_digest, not with == or !=
+
+    `==` on two strings stops at the first character that differs: how could an attacker
+    who can time many requests use that to guess a valid signature one character at a
+    time? Which function of the `hmac` module takes the same time wherever they differ?
+    """
+    # No timing measurement can see the difference reliably, so look at what is called:
+    # hmac.compare_digest (also reachable as secrets.compare_digest or a from-import).
+    seen: set[str] = set()  # what was compared, as text (bytes also as hex: .digest())
+    real = hmac.compare_digest
+
+    def recording(a: str | bytes, b: str | bytes) -> bool:
+        for x in (a, b):
+            seen.update([x.hex(), x.decode("latin-1")] if isinstance(x, bytes) else [x])
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    monkeypatch.setattr(secrets, "compare_digest", recording)
+    for name, value in list(vars(exercise).items()):
+        if value is real:  # `from hmac import compare_digest` in the learner's module
+            monkeypatch.setattr(exercise, name, recording)
+    token = exercise.issue_token("ada", 60, now=NOW)
+    forged = token[:-1] + ("0" if token[-1] != "0" else "1")
+    assert exercise.verify_token(token, now=NOW) == "ada"
+    with pytest.raises(exercise.TokenError, match=r"^token forged$"):
+        exercise.verify_token(forged, now=NOW)
+    signatures = {token.rsplit(".", 1)[1], forged.rsplit(".", 1)[1]}
+    assert signatures <= seen, (
+        "the token's signature never went through hmac.compare_digest: "
+        "compare it with hmac.compare_digest(signature, expected), not with == or !="
+    )
 
 
 # -- the endpoint ----------------------------------------------------------------------------
@@ -252,7 +277,8 @@ def test_client_that_stops_reading_is_dropped(
     """a client that stops reading is dropped by send_timeout, and its slot is freed
 
     Is `send_timeout` passed to the EventSourceResponse? When sse-starlette gives up on a
-    send, the response ends: does your slot dependency give the slot back then too?
+    send, the response ends with an exception (SendTimeoutError): does the code after
+    `yield` in your slot dependency run when an exception ends the response, too?
     """
     server = serve_app(send_timeout=0.5, interval=0.01, pad=200_000)
     token = exercise.issue_token("ada", 60)
@@ -268,9 +294,22 @@ def test_client_that_stops_reading_is_dropped(
         assert code == 200, f"the stream did not start{server_said(server)}"
         started = wait_until(lambda: slots.peak == 1)
         assert started, "the stream started without taking a slot"
-        # We never read: the socket buffers fill up, a send stalls, send_timeout fires.
-        freed = wait_until(lambda: slots.open == 0)
-        assert freed, "the frozen client kept its slot: no send_timeout?"
+
+        # We never read: the socket buffers fill up, a send stalls, send_timeout fires and
+        # the response ends with SendTimeoutError, which the server logs.
+        def timed_out() -> bool:
+            return any("SendTimeoutError" in line for line in server.logs)
+
+        ended = wait_until(lambda: slots.open == 0 or timed_out())
+        assert ended, (
+            "the frozen client kept its stream and its slot: "
+            "is send_timeout passed to the EventSourceResponse?"
+        )
+        freed = wait_until(lambda: slots.open == 0, 2)
+        assert freed, (
+            "send_timeout dropped the client (SendTimeoutError) but its slot stayed taken: "
+            "code after `yield` is skipped when an exception ends the response"
+        )
 
 
 def test_shutdown_says_bye_with_retry_and_frees_the_slot(
