@@ -109,4 +109,8 @@ def logbook() -> LogBook:
             uvicorn_logger.setLevel(logging.WARNING)
             logging.getLogger("uvicorn.access").disabled = True
             logging.getLogger("uvicorn.error").addFilter(_KeepLessonServersQuiet(_logbook))
+            # asyncio's own warnings from a server's loop (a burst of writes to a connection
+            # the client has just reset: "socket.send() raised exception.") go to its book
+            # too; the notebook's own loop still reports to the cell.
+            logging.getLogger("asyncio").addFilter(_KeepLessonServersQuiet(_logbook))
         return _logbook

@@ -212,8 +212,13 @@ class ChatRequest(BaseModel):
 
     @model_validator(mode="after")
     def _ends_with_the_user(self) -> ChatRequest:
-        if self.messages[-1].role != "user":
+        last = self.messages[-1]
+        if last.role != "user":
             raise ValueError("the last message must be the user's: it is the one to answer")
+        # model_messages() sends text only: a message of files alone would reach the model as
+        # nothing, and fail there after the first byte. Refuse it now, with a 422.
+        if not last.text.strip():
+            raise ValueError("the last message has no text: only text parts reach the model")
         return self
 
 

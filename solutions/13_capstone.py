@@ -61,6 +61,7 @@ from course_app.fake_openai import FAULTS
 from course_app.fake_openai import create_app as create_fake_llm
 from course_app.llm_settings import LLMSettings, async_client, llm_settings
 from course_app.pages import html_page
+from course_app.request_guards import guard_requests
 from course_app.server import LessonServer
 
 logger = logging.getLogger("lesson.chat")
@@ -171,7 +172,7 @@ class Answer:
 class AnswerStore:
     """The chats' latest answers, in this process: one running answer per chat at most.
 
-    A finished answer is kept until a client has received its end (`delivered()`), or for
+    A finished answer is kept until its end has been sent to a client (`delivered()`), or for
     `linger` seconds, for a client that lost its connection and comes back for the end.
     """
 
@@ -210,9 +211,10 @@ class AnswerStore:
         #       each one through a ui.OpenParts() first (parts.track(chunk)): it remembers
         #       which text part is open, so that an answer cut short can close it.
         # TODO: close `chunks` however this ends (contextlib.aclosing): closing it is what
-        #       closes the upstream request. Here a cancellation lands inside `chunks`, which
-        #       then closes itself; a store that awaits between chunks (the Redis one does)
-        #       would leave it open at its `yield` without this.
+        #       closes the upstream request. A cancellation lands inside `chunks`, which
+        #       then closes itself; but an exception raised in your loop body (or a store
+        #       that awaits between chunks, as the Redis one does) leaves it open at its
+        #       `yield` without this.
         # TODO: cancelled (CancelledError): log the open parts' ends (parts.end_all()),
         #       then ui.abort(STOPPED) if stop() asked for it (answer.stopped), else
         #       ui.error(SHUT_DOWN) (the app is shutting down); and re-raise.
@@ -287,7 +289,7 @@ class AnswerStore:
         ### END SOLUTION
 
     async def delivered(self, chat_id: str, message_id: str) -> None:
-        """A client received this answer's end: forget it (a later resume gets 204)."""
+        """This answer's end was sent to a client: forget it (a later resume gets 204)."""
         answer = self.answers.get(chat_id)
         if (
             answer is not None
@@ -311,17 +313,13 @@ Store = AnswerStore | RedisAnswerStore
 
 
 async def read_chat_request(request: Request) -> ChatRequest:
-    """The body as a ChatRequest: 413 beyond MAX_BODY bytes, 422 when it is not one."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise HTTPException(413, f"the request is larger than {MAX_BODY} bytes")
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > MAX_BODY:
-            raise HTTPException(413, f"the request is larger than {MAX_BODY} bytes")
+    """The body as a ChatRequest, or 422 when it is not one.
+
+    guard_requests (in create_app) has already refused a body over MAX_BODY bytes (413)
+    and one that is not UTF-8 JSON (422).
+    """
     try:
-        return ChatRequest.model_validate_json(bytes(body))
+        return ChatRequest.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
@@ -333,8 +331,11 @@ def answer_response(store: Store, chat_id: str, answer: AnswerStream) -> EventSo
         async for event_id, data in answer.chunks:
             yield {"id": event_id, "data": data}
         yield {"data": ui.DONE}
-        # Only reached once [DONE] was handed to the server (sse-starlette pulls the next
-        # frame after sending the last): this client has the whole answer.
+        # Reached once sse-starlette has sent [DONE] (it pulls the next frame only after the
+        # last send() returned): the end is in this connection's socket buffer, on its way,
+        # not proven to be at the client. That is all a server knows without an
+        # acknowledgement: a connection lost at this very moment loses the end, and a
+        # resume then gets 204.
         await store.delivered(chat_id, answer.message_id)
 
     return EventSourceResponse(frames(), headers=ui.HEADERS, ping=15, send_timeout=30, sep="\n")
@@ -376,6 +377,7 @@ def create_app(
                 fake.stop()
 
     app = FastAPI(title="Lesson 13: a resumable, stoppable chat service", lifespan=lifespan)
+    guard_requests(app, max_body=MAX_BODY)
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:

@@ -112,6 +112,11 @@ def test_chat_request_reads_what_default_chat_transport_sends() -> None:
         ),
         ({"id": "c", "messages": [{"id": "u", "role": "robot", "parts": []}]}, "literal_error"),
         ({"id": "c", "messages": [{**user("hi"), "role": "assistant"}]}, "must be the user's"),
+        (
+            {"id": "c", "messages": [{"id": "u", "role": "user", "parts": [{"type": "file"}]}]},
+            "has no text",
+        ),
+        ({"id": "c", "messages": [user(" ")]}, "has no text"),
         ({"id": "c", "messages": [user("hi")], "trigger": "resume"}, "literal_error"),
         ({"id": "c", "messages": [user("x" * (ui.MAX_TEXT + 1))]}, "string_too_long"),
     ],

@@ -9,13 +9,15 @@ pieces, which take 20 s at the checks' pace, more than a check may last.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
 from typing import Any
 
+import httpx
 import httpx_sse
 import pytest
 from fastapi.testclient import TestClient
@@ -25,10 +27,14 @@ from course_app import ui_message_stream as ui
 from course_app.answer_streams import INTERNAL, SHUT_DOWN, STOPPED, AnswerInProgress
 from course_app.fake_openai import StreamStats
 from course_app.fake_openai import create_app as create_fake_llm
+from course_app.live_server import live_server  # noqa: F401 (a fixture)
 from course_app.llm_settings import llm_settings
+
+from task_helpers import server_said
 
 BOUND = 5.0  # seconds: how long a test waits for something that must happen (a bound)
 SECRET = "connection to 10.0.0.7:5432 refused (password=hunter2)"
+FILE_PART = {"type": "file", "mediaType": "text/plain", "url": "data:text/plain,hello"}
 PROMPT_COUNT = [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "count to 5"}]}]
 
 
@@ -379,6 +385,9 @@ def test_bad_input_is_a_4xx_and_starts_no_answer(
             {"id": "b1", "messages": [{"id": "u", "role": "user", "parts": [{"type": "text"}]}]}
         ).encode(),
         "the last message is not the user's": json.dumps(last_is_assistant).encode(),
+        "a message of a file only": json.dumps(
+            {"id": "b1", "messages": [{"id": "u", "role": "user", "parts": [FILE_PART]}]}
+        ).encode(),
         "a chat id with a slash": json.dumps(request("b/1", "hello")).encode(),
         "too big": json.dumps(request("b1", "x" * 300_000)).encode(),
     }
@@ -388,6 +397,9 @@ def test_bad_input_is_a_4xx_and_starts_no_answer(
         )
         assert 400 <= response.status_code < 500, (name, response.status_code)
         assert "detail" in response.json(), name
+        if name == "a message of a file only":  # the model is sent text only: nothing to answer
+            assert response.status_code == 422, (name, response.status_code)
+            assert "no text" in str(response.json()["detail"]), (name, response.json())
     assert stats.started == before, "a refused request reached the model"
     assert ui.assemble(chunks_of(post(client, request("b1", "count to 2")))).text == "1, 2."
 
@@ -457,6 +469,63 @@ def test_stop_stops_the_model_and_the_stream_ends_cleanly(
     assert client.post("/api/chat/s1/stop").json() == {"stopped": False}
     assert client.get("/api/chat/s1/stream").status_code == 204
     assert client.get("/api/chat/never-seen/stream").status_code == 204
+
+
+# A chunk the store cannot log: JSON has no bytes. It stands for any failure in the store's
+# own loop body (a bug, a full log, a lost database), as opposed to a failure in the relay.
+UNLOGGABLE: ui.Chunk = {"type": "text-delta", "id": "text-1", "delta": b"\xff"}
+
+
+def test_a_failure_in_the_store_closes_the_upstream_request(
+    exercise: ModuleType,
+    fake_llm: LessonServer,
+    live_server: Callable[..., LessonServer],  # noqa: F811 (the fixture imported above)
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """an answer that fails in the store (a chunk it cannot log) ends with error and closes the model's stream
+
+    This time the exception is raised in your `async for` body, not inside the relay: where
+    is the relay at that moment (its `async with stream:` still open)? What closes it
+    however `_run()` ends, at once, instead of the garbage collector, some time later or
+    never?
+    """
+    stats: StreamStats = fake_llm.app.state.streams  # type: ignore[union-attr]
+    assert wait_for(lambda: stats.open == 0), "an upstream stream of an earlier check is still open"
+    before = stats.cancelled  # every earlier upstream stream has ended: only ours can move it
+    # Held here as a traceback or a reference cycle may hold them in a real service: then
+    # only an explicit close ends the upstream request, not the garbage collector.
+    relays: list[AsyncIterator[ui.Chunk]] = []
+    given_relay = exercise.answer_chunks
+
+    async def fails_after_three_pieces(*args: Any, **kwargs: Any) -> AsyncIterator[ui.Chunk]:
+        async with contextlib.aclosing(given_relay(*args, **kwargs)) as relay:
+            pieces = 0
+            async for chunk in relay:
+                yield chunk
+                pieces += chunk["type"] == "text-delta"
+                if pieces == 3:
+                    yield UNLOGGABLE
+
+    def relay_that_fails(*args: Any, **kwargs: Any) -> AsyncIterator[ui.Chunk]:
+        relays.append(fails_after_three_pieces(*args, **kwargs))
+        return relays[-1]
+
+    monkeypatch.setattr(exercise, "answer_chunks", relay_that_fails)
+    server = live_server(exercise.create_app(llm_settings(fake_llm.url)))
+    body = request("e1", "count forever")
+    with (
+        httpx.Client(base_url=server.url, timeout=BOUND) as http,
+        httpx_sse.connect_sse(http, "POST", "/api/chat", json=body) as source,
+    ):
+        status = source.response.status_code
+        assert status == 200, f"POST /api/chat answered {status}{server_said(server, wait=BOUND)}"
+        chunks = chunks_of(list(source.iter_sse()))
+    assert chunks[-2:] == [ui.text_end("text-1"), ui.error(INTERNAL)]
+    closed = wait_for(lambda: stats.cancelled == before + 1)
+    assert closed, (
+        "the answer ended with its error, but the model's stream is still open: the relay "
+        "was left suspended at its `yield` (close `chunks` however _run() ends)"
+    )
 
 
 def test_resume_after_last_event_id(client: TestClient) -> None:

@@ -12,6 +12,12 @@ import { DefaultChatTransport, readUIMessageStream } from "ai";
 const base = process.env.CHAT_SERVICE_URL;
 if (!base) throw new Error("set CHAT_SERVICE_URL to the chat service's address");
 const api = `${base}/api/chat`;
+// One connection per request. The test's servers close a keep-alive connection after 1 s
+// idle (so that they stop quickly); undici, behind Node's fetch, keeps one for 4 s and
+// would send the next POST on a connection the server has just closed ("fetch failed:
+// other side closed"; a POST is not retried). A server's idle timeout must outlast its
+// clients' (uvicorn's default, 5 s, does); here the client simply does not reuse them.
+const headers = { connection: "close" };
 
 const userMessage = (text) => ({
   id: randomUUID(),
@@ -61,7 +67,7 @@ async function readUntil(stream, enough) {
 }
 
 async function stop(chatId) {
-  const response = await fetch(`${api}/${chatId}/stop`, { method: "POST" });
+  const response = await fetch(`${api}/${chatId}/stop`, { method: "POST", headers });
   assert.equal(response.status, 200);
   return (await response.json()).stopped;
 }
@@ -77,7 +83,7 @@ function send(transport, chatId, messages, abortSignal = undefined) {
 }
 
 test("a whole answer, then a second turn that carries the history", async () => {
-  const transport = new DefaultChatTransport({ api });
+  const transport = new DefaultChatTransport({ api, headers });
   const chatId = randomUUID();
   const first = userMessage("count to 5");
   const answer = await readAll(await send(transport, chatId, [first]));
@@ -99,7 +105,7 @@ test("a whole answer, then a second turn that carries the history", async () => 
 });
 
 test("204 (null) once the answer has been delivered, and for an unknown chat", async () => {
-  const transport = new DefaultChatTransport({ api });
+  const transport = new DefaultChatTransport({ api, headers });
   const chatId = randomUUID();
   await readAll(await send(transport, chatId, [userMessage("hello")]));
   assert.equal(await transport.reconnectToStream({ chatId }), null);
@@ -107,7 +113,7 @@ test("204 (null) once the answer has been delivered, and for an unknown chat", a
 });
 
 test("a dropped connection is not a stop: reconnectToStream replays the answer and goes on", async () => {
-  const transport = new DefaultChatTransport({ api });
+  const transport = new DefaultChatTransport({ api, headers });
   const chatId = randomUUID();
   const dropped = new AbortController();
   const stream = await send(transport, chatId, [userMessage("count forever")], dropped.signal);
@@ -134,7 +140,7 @@ test("a dropped connection is not a stop: reconnectToStream replays the answer a
 });
 
 test("Stop ends the stream cleanly with an abort chunk; stopping again is harmless", async () => {
-  const transport = new DefaultChatTransport({ api });
+  const transport = new DefaultChatTransport({ api, headers });
   const chatId = randomUUID();
   const [counting, rest] = (await send(transport, chatId, [userMessage("count forever")])).tee();
   const { reader } = await readUntil(counting, (text) => text.split(",").length > 3);
@@ -153,7 +159,7 @@ test("Stop ends the stream cleanly with an abort chunk; stopping again is harmle
 });
 
 test("an upstream 429 reaches the SDK as an error part with a message safe to show", async () => {
-  const transport = new DefaultChatTransport({ api, body: { simulate: "rate-limit" } });
+  const transport = new DefaultChatTransport({ api, headers, body: { simulate: "rate-limit" } });
   const answer = await readAll(await send(transport, randomUUID(), [userMessage("hello")]));
   assert.deepEqual(answer.errors, ["The model is busy. Try again in a moment."]);
   assert.equal(answer.chunks.at(-1).type, "error");
