@@ -2,11 +2,12 @@
 
 ``GET /feed?count=N`` streams ``news`` events with ids 1..N, ``gap`` seconds apart (0.1 by
 default), with a ``: ping`` comment every ``ping`` seconds (0.1) of a longer gap, then one
-``done`` event. A client that
-reconnects with ``Last-Event-ID: 3`` gets 4..N. ``fail_at=K`` makes the source fail before
-event K: the stream then ends with one ``error`` event. ``app.state.open_streams`` counts
-the streams whose generator has not finished, so a test can see that a client that leaves
-is cleaned up.
+``done`` event. A client that reconnects with ``Last-Event-ID: 3`` gets 4..N; an id that is
+not 1 to 9 ASCII digits is a 400 before the stream starts. ``fail_at=K`` makes the source
+fail before event K: the stream then ends with one ``error`` event.
+``app.state.open_streams`` counts the streams whose generator has not finished, so a test
+can see that a client that leaves is cleaned up, and that the server is still producing
+while the client reads.
 
 The frames are written by hand on a ``StreamingResponse`` (not by an SSE library) so that
 each bug can be planted exactly where real code gets it wrong::
@@ -22,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
 logger = logging.getLogger("lesson.news_feed")
+Sleep = Callable[[float], Awaitable[None]]
 
 # Each bug, and what it looks like from outside. Lesson 11's exercise: tests that catch them.
 BUGS: dict[str, str] = {
@@ -38,8 +41,20 @@ BUGS: dict[str, str] = {
     "generator_not_closed": "a client that leaves is never cleaned up (cleanup after the loop)",
     "error_swallowed": "a failing source ends the stream with `done` instead of `error`",
     "no_heartbeat": "an idle stream sends nothing, and proxies cut it",
+    "heartbeat_as_event": "heartbeats are empty `data:` events, which every client dispatches",
     "buffered": "the whole body is built before the first byte is sent",
 }
+# Two bugs are planted where the wrong kind of test cannot see them, so that only the
+# technique the lesson teaches catches them:
+# - heartbeat_as_event: an SSE parser shows an empty `data:` event and (after an id) a
+#   comment alike (httpx-sse dispatches an empty `message` for both); the raw lines differ.
+# - buffered: the body is built at once (the source answers at once), then sent at the
+#   feed's usual pace, so the bytes and when they arrive are those of the correct feed; a
+#   clock cannot tell, only the server's state can (the generator has already finished).
+# ASCII digits only: str.isdigit() also accepts "²", which int() refuses (a 500). A real
+# client can send that byte, and uvicorn decodes header bytes as latin-1. Nine digits at
+# most: int() refuses more than 4300, and no feed has that many events.
+LAST_EVENT_ID = re.compile(r"[0-9]{1,9}")
 HEADLINES = ("Markets calm", "Rain later", "Team wins", "New park opens", "Bridge reopens")
 
 
@@ -61,20 +76,25 @@ def create_app(bug: str | None = None, *, ping: float = 0.1) -> FastAPI:
     app.state.open_streams = 0
     app.state.bug = bug
 
-    async def idle(seconds: float) -> AsyncIterator[str]:
-        """Wait ``seconds``, with a ping comment after each full ``ping`` interval of quiet.
+    heartbeat = "data:\n\n" if bug == "heartbeat_as_event" else ": ping\n\n"
+
+    async def idle(seconds: float, sleep: Sleep) -> AsyncIterator[str]:
+        """Wait ``seconds``, with a heartbeat after each full ``ping`` interval of quiet.
 
         A gap no longer than ``ping`` has none: the next event shows the stream is alive.
+        The number of heartbeats depends on ``seconds`` only, never on how late a sleep ends.
         """
         remaining = seconds
         while remaining > 0:
             step = min(ping, remaining)
-            await asyncio.sleep(step)
+            await sleep(step)
             remaining -= step
             if remaining > 1e-6 and bug != "no_heartbeat":  # float sums fall short
-                yield ": ping\n\n"
+                yield heartbeat
 
-    async def news(first: int, count: int, gap: float, fail_at: int | None) -> AsyncIterator[str]:
+    async def news(
+        first: int, count: int, gap: float, fail_at: int | None, sleep: Sleep = asyncio.sleep
+    ) -> AsyncIterator[str]:
         app.state.open_streams += 1
         end = "\n" if bug == "no_blank_line" else "\n\n"
         finished = False
@@ -82,7 +102,7 @@ def create_app(bug: str | None = None, *, ping: float = 0.1) -> FastAPI:
             try:
                 for n in range(first, count + 1):
                     if n > first:
-                        async for comment in idle(gap):
+                        async for comment in idle(gap, sleep):
                             yield comment
                     if n == fail_at:
                         raise SourceFailed(f"the source failed before event {n}")
@@ -104,9 +124,20 @@ def create_app(bug: str | None = None, *, ping: float = 0.1) -> FastAPI:
             if bug != "generator_not_closed" or finished:
                 app.state.open_streams -= 1
 
-    async def buffered(stream: AsyncIterator[str]) -> AsyncIterator[str]:
-        body = "".join([chunk async for chunk in stream])
-        yield body
+    async def buffered(stream: Callable[[Sleep], AsyncIterator[str]]) -> AsyncIterator[str]:
+        """The planted bug: build every chunk first, then send each after its usual wait."""
+        waits: list[float] = [0.0]
+
+        async def note(seconds: float) -> None:  # the source answers at once: no waiting
+            waits[-1] += seconds
+
+        chunks = []
+        async for chunk in stream(note):
+            chunks.append(chunk)
+            waits.append(0.0)
+        for chunk, wait in zip(chunks, waits, strict=False):
+            await asyncio.sleep(wait)
+            yield chunk
 
     @app.get("/feed")
     async def feed(
@@ -117,12 +148,13 @@ def create_app(bug: str | None = None, *, ping: float = 0.1) -> FastAPI:
     ) -> StreamingResponse:
         first = 1
         if last_event_id and bug != "last_event_id_ignored":
-            if not last_event_id.isdigit():
-                raise HTTPException(400, "Last-Event-ID must be an event id (a number)")
+            if not LAST_EVENT_ID.fullmatch(last_event_id):
+                raise HTTPException(400, "Last-Event-ID must be an event id (1 to 9 digits 0-9)")
             first = int(last_event_id) + 1
-        stream = news(first, count, gap, fail_at)
         if bug == "buffered":
-            stream = buffered(stream)
+            stream = buffered(lambda sleep: news(first, count, gap, fail_at, sleep))
+        else:
+            stream = news(first, count, gap, fail_at)
         return StreamingResponse(
             stream,
             media_type="text/event-stream",

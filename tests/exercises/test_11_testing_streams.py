@@ -4,58 +4,144 @@ The exercise module is a test module: its tests run in a pytest subprocess of th
 once against the correct feed and once per bug in ``course_app.news_feed.BUGS`` (the
 ``COURSE_FEED_BUG`` variable picks it). A bug counts as caught when at least one of your
 tests fails against it, and only if all of them pass against the correct feed: a test that
-always fails would otherwise "catch" everything.
+always fails would otherwise "catch" everything. Two bugs are planted where the wrong kind
+of test (a clock, a parser that hides comments) cannot see them.
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from feed_bug_runs import BUGS_ENV, split_nodeid
 
 from course_app.news_feed import BUGS
 from course_app.pytest_report import run_reported
 
-BUG_ENV = "COURSE_FEED_BUG"
+HERE = Path(__file__).resolve().parent  # feed_bug_runs.py, the plugin the runs load
+PYTHONPATH = [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep) if part]
+# The eight bugs run in this many pytest sessions at once: one session per bug costs seconds
+# of CPU each before the first test (imports), a single one waits for every test in turn.
+RUNS_AT_ONCE = 2
 # One of your tests that hangs on a bug fails after this long (and so catches it).
 YOUR_TEST_TIMEOUT = 10
 ROOT = Path(__file__).resolve().parents[2]
-# Eight runs of your tests (the correct feed, then the bugs, four at a time) in the first
-# test's fixture: more than one exercise test's usual timeout.
+# Your tests against nine feeds (the correct one first, then the bugs) in the first test's
+# fixture: more than one exercise test's usual timeout.
 pytestmark = pytest.mark.timeout(180)
+# Lines of one failing test's reason shown under its name (pytest's expected vs actual).
+REASON_LINES = 4
+# Two bugs are planted where a plausible but wrong kind of test cannot see them; when they
+# go uncaught, the check says why (course_app/news_feed.py explains how they are planted).
+BLIND_SPOTS = {
+    "heartbeat_as_event": [
+        "A parser cannot tell them from comment heartbeats: httpx-sse gives the same empty",
+        "`message` event for both. Look at the raw lines: a heartbeat starts with `:`.",
+    ],
+    "buffered": [
+        "This copy builds its body at once, then sends it at the usual pace: the same bytes",
+        "arriving at the same moments, so a clock cannot tell. Look at the server's state",
+        "(`feed_app.state.open_streams`) at each event you read.",
+    ],
+}
 
-Verdicts = dict[str, dict[str, str]]  # bug ("" for the correct feed) -> test name -> outcome
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # passed, failed, error, skipped
+    reason: str  # pytest's message, with its expected-vs-actual lines
 
 
-def run_your_tests(path: Path, bug: str) -> dict[str, str]:
-    """Run the tests in ``path`` against the feed with ``bug``; returns name -> outcome."""
-    rows, _ = run_reported(
-        ["-o", f"timeout={YOUR_TEST_TIMEOUT}", "--import-mode=importlib", str(path)],
+Verdicts = dict[str, dict[str, Verdict]]  # bug ("" for the correct feed) -> test name -> verdict
+
+
+def run_your_tests(path: Path, bugs: list[str]) -> dict[str, dict[str, Verdict]]:
+    """Run the tests in ``path`` once per feed in ``bugs`` ("" is the correct feed), in one
+    pytest session; returns bug -> test name -> verdict. After a test times out the session
+    stops, and the feeds after it come back "not run"."""
+    rows, problem = run_reported(
+        [
+            "-o", f"timeout={YOUR_TEST_TIMEOUT}", "--import-mode=importlib",
+            # Your tests need no Hypothesis reporting: its plugin costs seconds per run.
+            "-p", "no:hypothesispytest", "-p", "feed_bug_runs", str(path),
+        ],
         cwd=ROOT,
-        env={BUG_ENV: bug},
+        env={BUGS_ENV: ",".join(bugs), "PYTHONPATH": os.pathsep.join([str(HERE), *PYTHONPATH])},
         timeout=300,
-    )
-    return {row["nodeid"].rpartition("::")[2]: row["outcome"] for row in rows}
+    )  # fmt: skip
+    runs: dict[str, dict[str, Verdict]] = {bug: {} for bug in bugs}
+    for row in rows:
+        name, bug = split_nodeid(row["nodeid"], bugs)
+        runs[bug][name] = Verdict(row["outcome"], row["reason"])
+    for bug in bugs:
+        if problem or not runs[bug]:
+            runs[bug] = {"(your test module)": Verdict("not run", problem or "no tests ran")}
+    return runs
+
+
+def decided(verdicts: dict[str, Verdict]) -> bool:
+    """Caught (a test failed), or not (every test ran and passed); else to be run again."""
+    outcomes = {verdict.outcome for verdict in verdicts.values()}
+    return bool(outcomes - {"passed", "skipped", "not run"}) or "not run" not in outcomes
 
 
 @pytest.fixture(scope="module")
 def verdicts(exercise: ModuleType) -> Verdicts:
     path = Path(exercise.__file__)
-    correct = run_your_tests(path, "")
-    if not correct or any(outcome != "passed" for outcome in correct.values()):
+    correct = run_your_tests(path, [""])[""]
+    if any(verdict.outcome != "passed" for verdict in correct.values()):
         return {"": correct}  # bugs are only worth hunting with tests that pass
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        runs = dict(zip(BUGS, pool.map(lambda bug: run_your_tests(path, bug), BUGS), strict=True))
-    return {"": correct, **runs}
+    found: Verdicts = {"": correct}
+    left = list(BUGS)
+    while left:
+        groups = [left[n::RUNS_AT_ONCE] for n in range(min(RUNS_AT_ONCE, len(left)))]
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            runs = list(pool.map(partial(run_your_tests, path), groups))
+        progress = False
+        for run in runs:
+            for bug, outcomes in run.items():
+                if decided(outcomes):
+                    found[bug], progress = outcomes, True
+        left = [bug for bug in left if bug not in found]
+        if not progress:  # nothing ran at all: say so rather than loop
+            found.update({bug: run[bug] for run in runs for bug in run if bug in left})
+            break
+    return found
+
+
+def describe_failures(verdicts: dict[str, Verdict]) -> list[str]:
+    """Each failing test's name, then the first lines of why it failed."""
+    lines = []
+    for name, verdict in verdicts.items():
+        if verdict.outcome == "passed":
+            continue
+        reason = verdict.reason.splitlines() or [verdict.outcome]
+        if reason[0].startswith("NotImplementedError: TODO"):
+            lines.append(f"{name}: still a TODO")
+            continue
+        lines.append(f"{name}:")
+        lines.extend(f"    {line}" for line in reason[:REASON_LINES])
+        if len(reason) > REASON_LINES:
+            lines.append(
+                f"    ... (run pytest on your file for the other {len(reason) - REASON_LINES} lines)"
+            )
+    return lines
 
 
 def assert_caught(verdicts: Verdicts, bug: str) -> None:
     if bug not in verdicts:
         pytest.fail("not tried yet: first make all your tests pass against the correct feed")
-    if not any(outcome != "passed" for outcome in verdicts[bug].values()):
-        pytest.fail(f"not caught: all your tests pass although {BUGS[bug]}")
+    if all(verdict.outcome == "not run" for verdict in verdicts[bug].values()):
+        reasons = sorted({verdict.reason for verdict in verdicts[bug].values()})
+        pytest.fail("\n".join(["your tests did not run against this feed:", *reasons]))
+    if not any(verdict.outcome != "passed" for verdict in verdicts[bug].values()):
+        why = [f"not caught: all your tests pass although {BUGS[bug]}.", *BLIND_SPOTS.get(bug, [])]
+        pytest.fail("\n".join(why))
 
 
 def test_your_tests_pass_against_the_correct_feed(verdicts: Verdicts) -> None:
@@ -65,8 +151,8 @@ def test_your_tests_pass_against_the_correct_feed(verdicts: Verdicts) -> None:
     Run `pytest exercises/11_testing_streams.py` and read the first failure.
     """
     correct = verdicts[""]
-    if failing := sorted(name for name, outcome in correct.items() if outcome != "passed"):
-        pytest.fail("these fail against the correct feed:\n" + "\n".join(failing))
+    if failing := describe_failures(correct):
+        pytest.fail("\n".join(["these fail against the correct feed:", *failing]))
     if len(correct) < 5:
         pytest.fail(f"write at least five tests: {len(correct)} collected")
 
@@ -116,15 +202,28 @@ def test_caught_error_swallowed(verdicts: Verdicts) -> None:
 def test_caught_no_heartbeat(verdicts: Verdicts) -> None:
     """your tests catch an idle stream without heartbeats
 
-    A parser drops comments: read the raw lines of a stream with a long gap between events.
+    A parser hides comments: read the raw lines of a stream with a long gap between events.
     """
     assert_caught(verdicts, "no_heartbeat")
+
+
+def test_caught_heartbeat_as_event(verdicts: Verdicts) -> None:
+    """your tests catch heartbeats sent as empty events instead of comments
+
+    Do you count what a parser gives you? httpx-sse makes the same empty `message` event of a
+    `: ping` comment (after an id) and of an empty `data:` event, but a browser dispatches
+    only the second one, to your page's handler. What do the raw lines between two events
+    start with?
+    """
+    assert_caught(verdicts, "heartbeat_as_event")
 
 
 def test_caught_buffered(verdicts: Verdicts) -> None:
     """your tests catch a server that builds the whole body before sending it
 
-    When the first event reaches you, is the server's generator still running? No clock is
-    needed: `feed_app.state.open_streams` tells you.
+    Do you time the first event? This copy builds its body at once, then sends it at the
+    usual pace: the same bytes at the same moments, so no clock can tell. What does
+    `feed_app.state.open_streams` say at each event you read, while the server streams, and
+    once the body was built before the first byte?
     """
     assert_caught(verdicts, "buffered")
