@@ -18,6 +18,7 @@ and on Linux ``redis-server`` ends when the thread that started it dies
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import shutil
@@ -27,10 +28,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import MaxConnectionsError
 
 from course_app.child_process import free_port, parent_death_hook
 
@@ -249,7 +252,82 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-def redis_client(url: str) -> Redis:
+class PoolExhausted(MaxConnectionsError):
+    """Every connection of a client's pool is in use: the pool's limit is the cause, not Redis.
+
+    A subclass of redis-py's ``MaxConnectionsError`` (itself a ``ConnectionError``) whose
+    message names the pool and its limit, so that nobody reads it as "Redis is unreachable".
+    """
+
+
+def _exhausted(pool: ConnectionPool, waited: float | None = None) -> PoolExhausted:
+    name = pool.connection_kwargs.get("client_name") or "redis"
+    wait = f", waited {waited:g} s for one" if waited is not None else ""
+    return PoolExhausted(
+        f"all {pool.max_connections} connections of the Redis pool {name!r} are in use"
+        f" (max_connections={pool.max_connections}{wait})"
+    )
+
+
+class _LimitedPool(ConnectionPool):
+    """redis-py's pool, with an error that names its limit ("Too many connections" does not)."""
+
+    def get_available_connection(self):  # type: ignore[no-untyped-def]
+        try:
+            return super().get_available_connection()
+        except MaxConnectionsError:
+            raise _exhausted(self) from None
+
+
+class _WaitingPool(_LimitedPool):
+    """Waits up to ``timeout`` seconds for a free connection, then names its limit.
+
+    Not redis-py's ``BlockingConnectionPool``: every waiter and every release there goes
+    through one ``asyncio.Condition`` lock, handed over one waiter per event-loop turn, so
+    with 200 waiters on a busy loop a released connection reached the next command only
+    after seconds (readers waited over 10 s for one of 4 connections). A semaphore hands a
+    free slot straight to the next waiter.
+    """
+
+    def __init__(self, *, timeout: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.timeout = timeout
+        self._slots: asyncio.Semaphore | None = None
+        self._holding: set[object] = set()  # connections that hold a slot
+
+    async def get_connection(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self._slots is None:  # created on the loop that uses it
+            self._slots = asyncio.Semaphore(self.max_connections)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise _exhausted(self, self.timeout) from None
+        try:
+            connection = await super().get_connection(*args, **kwargs)
+        except BaseException:
+            self._slots.release()
+            raise
+        self._holding.add(connection)
+        return connection
+
+    async def release(self, connection) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await super().release(connection)
+        finally:
+            if connection in self._holding:
+                self._holding.discard(connection)
+                assert self._slots is not None
+                self._slots.release()
+
+
+def redis_client(
+    url: str,
+    *,
+    max_connections: int | None = None,
+    wait: float | None = None,
+    name: str | None = None,
+) -> Redis:
     """An asyncio Redis client for lesson apps: fails fast (one retry), cancels cleanly.
 
     ``socket_timeout=None``: with a socket timeout (redis-py 8 sets 5 s by default), redis-py
@@ -257,14 +335,32 @@ def redis_client(url: str) -> Redis:
     cancellation that arrives as the send completes (fixed in 3.12): ``task.cancel()`` on a
     task writing to Redis was lost 299 times in 300, and with it a chat's Stop and a clean
     shutdown. Blocking reads (``XREAD BLOCK``) carry their own timeouts.
+
+    Without ``max_connections`` the pool is redis-py's default (at most 100 connections,
+    then ``MaxConnectionsError``), as lesson 09 uses it. With it, the pool holds at most that
+    many, and running out raises :class:`PoolExhausted` naming the pool and its limit; with
+    ``wait`` (seconds) as well, a command first waits that long for a free connection.
+    ``name`` is sent as ``CLIENT SETNAME``, so that ``CLIENT LIST`` shows whose each
+    connection is.
     """
-    return Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_connect_timeout=1,
-        socket_timeout=None,
-        retry=Retry(NoBackoff(), 1),
-    )
+    options: dict[str, object] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 1,
+        "socket_timeout": None,
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if name is not None:
+        options["client_name"] = name
+    if max_connections is None:
+        return Redis.from_url(url, **options)  # type: ignore[arg-type]
+    if max_connections < 1:
+        raise ValueError("max_connections must be at least 1")
+    pool: ConnectionPool
+    if wait is None:
+        pool = _LimitedPool.from_url(url, max_connections=max_connections, **options)
+    else:
+        pool = _WaitingPool.from_url(url, max_connections=max_connections, timeout=wait, **options)
+    return Redis.from_pool(pool)
 
 
 def start_redis(*, name: str = "redis", **options: float) -> RedisServer:
