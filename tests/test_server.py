@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 import time
@@ -134,6 +135,28 @@ def test_logs_stay_out_of_stderr_and_in_server_logs(capfd: pytest.CaptureFixture
     out, err = capfd.readouterr()
     assert "kaboom" not in out + err
     assert any("ValueError: kaboom" in line for line in logs)
+
+
+def test_asyncio_warnings_from_a_server_loop_go_to_its_logs(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # asyncio logs "socket.send() raised exception." when a burst of writes meets a
+    # connection the client has just reset; from a lesson server's loop that belongs in the
+    # server's logs, not in whatever notebook cell happens to be running.
+    app = FastAPI()
+
+    @app.get("/warn")
+    async def warn() -> None:
+        logging.getLogger("asyncio").warning("socket.send() raised exception.")
+
+    with LessonServer(app, name="t-asyncio-logs") as server:
+        assert httpx.get(server.url + "/warn").status_code == 200
+        deadline = time.monotonic() + 5
+        while not any("socket.send()" in line for line in server.logs):
+            assert time.monotonic() < deadline, server.logs[-5:]
+            time.sleep(0.02)
+    out, err = capfd.readouterr()
+    assert "socket.send()" not in out + err
 
 
 def _open_fds() -> int:
