@@ -54,6 +54,7 @@ from course_app.answer_streams import (
     AnswerInProgress,
     AnswerStream,
     RedisAnswerStore,
+    StoreBusy,
     StoreUnavailable,
 )
 from course_app.event_log import EventLog
@@ -382,7 +383,10 @@ def create_app(
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
         logger.warning("%s", exc)
-        detail = "The chat service cannot reach its store. Try again in a moment."
+        if isinstance(exc, StoreBusy):  # this process's own limit was reached, not Redis
+            detail = "The chat service is busy. Try again in a moment."
+        else:
+            detail = "The chat service cannot reach its store. Try again in a moment."
         return JSONResponse({"detail": detail}, status_code=503, headers={"retry-after": "5"})
 
     @app.get("/", response_class=HTMLResponse)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import time
@@ -190,6 +191,27 @@ def test_redis_down_is_a_503(redis_server: RedisServer, fake_llm: LessonServer) 
             assert http.get(f"{server.url}/api/chat/w4/stream").status_code == 503
         finally:
             redis_server.start()
+
+
+def test_a_busy_store_is_a_503_that_says_busy(
+    redis_server: RedisServer, fake_llm: LessonServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """StoreBusy (this process's own limit) is a 503 "busy", not "cannot reach its store"."""
+    solution = load_exercise("13_capstone", "solutions")
+    one_follower = functools.partial(RedisAnswerStore, max_followers=1)
+    monkeypatch.setattr(solution, "RedisAnswerStore", one_follower)
+    app = solution.create_app(llm_settings(fake_llm.url), redis_url=redis_server.url)
+    with LessonServer(app, name="t13-busy") as server, httpx.Client(timeout=10) as http:
+        with httpx_sse.connect_sse(
+            http, "POST", f"{server.url}/api/chat", json=body("w5", "count forever")
+        ) as source:
+            until_deltas(source.iter_sse(), 1)
+            # The one follower this process may run is taken: a second answer is refused.
+            refused = http.post(f"{server.url}/api/chat", json=body("w6", "hello"))
+            assert refused.status_code == 503, refused.text
+            assert refused.json() == {"detail": "The chat service is busy. Try again in a moment."}
+            assert refused.headers["retry-after"] == "5"
+            assert http.post(f"{server.url}/api/chat/w5/stop").json() == {"stopped": True}
 
 
 # -- the store on its own (one process, real Redis) ----------------------------------------------
