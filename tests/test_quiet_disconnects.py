@@ -135,28 +135,27 @@ def settle(server: LessonServer, counter: CountRequests, requests: int, path: st
     assert httpx.get(server.url + path, timeout=10).status_code == 200
 
 
-def test_fastapi_sse_logs_a_traceback_when_a_client_leaves(errors: ErrorRecords) -> None:
-    """What lesson 08 says about FastAPI 0.163.2: without the route class, clients that leave
-    a stream with a backlog get 'Exception in ASGI application' with a BrokenResourceError."""
-    counter = CountRequests(endless_app(APIRoute))
-    with LessonServer(counter, name="test-loud-disconnects") as server:
+def errors_after_clients_leave(route_class: type[APIRoute], name: str) -> list[str]:
+    """The ERROR lines a server logs while CLIENTS readers of /numbers leave mid-stream."""
+    counter = CountRequests(endless_app(route_class))
+    with LessonServer(counter, name=name) as server:
         for _ in range(CLIENTS):
             read_a_bit_and_leave(server.url, "/numbers")
         settle(server, counter, CLIENTS, "/ping")
-        logged = [line for line in server.logs if line.startswith("ERROR")]
+        return [line for line in server.logs if line.startswith("ERROR")]
+
+
+def test_fastapi_sse_logs_a_traceback_when_a_client_leaves(errors: ErrorRecords) -> None:
+    """What lesson 08 says about FastAPI 0.163.2: without the route class, clients that leave
+    a stream with a backlog get 'Exception in ASGI application' with a BrokenResourceError."""
+    logged = errors_after_clients_leave(APIRoute, "test-loud-disconnects")
     assert logged, "no traceback any more: FastAPI fixed its keepalive task, update lesson 08"
     assert all("Exception in ASGI application" in line for line in logged), logged
     assert set(errors.leaves()) == {"BrokenResourceError: "}, errors.leaves()
 
 
 def test_quiet_route_logs_nothing_when_clients_leave(errors: ErrorRecords) -> None:
-    counter = CountRequests(endless_app(QuietDisconnectRoute))
-    with LessonServer(counter, name="test-quiet-disconnects") as server:
-        for _ in range(CLIENTS):
-            read_a_bit_and_leave(server.url, "/numbers")
-        settle(server, counter, CLIENTS, "/ping")
-        logged = [line for line in server.logs if line.startswith("ERROR")]
-    assert logged == []
+    assert errors_after_clients_leave(QuietDisconnectRoute, "test-quiet-disconnects") == []
     assert errors.records == []
 
 
