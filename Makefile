@@ -35,12 +35,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check course_app solutions tests benchmarks
 
 stubs: $(STAMP)
-	$(BIN)/python -m course_app.stubs
+	$(BIN)/python -m course_app.checking.stubs
 
 # Check cells run against freshly generated stubs (as in the test suite), so the stored
 # outputs never depend on the state of the maintainer's own exercises/ folder.
 notebooks: $(STAMP)
-	stubs=$$(mktemp -d) && $(BIN)/python -m course_app.stubs --out "$$stubs" >/dev/null && \
+	stubs=$$(mktemp -d) && $(BIN)/python -m course_app.checking.stubs --out "$$stubs" >/dev/null && \
 	for nb in $(NB); do \
 		COURSE_EXERCISES_DIR="$$stubs" COURSE_PACE=1 $(BIN)/jupyter nbconvert --to notebook \
 			--execute --inplace --ExecutePreprocessor.timeout=300 \

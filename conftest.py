@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from course_app.exercise_loader import EXERCISES_DIR_ENV
-from course_app.pace import TEST_PACE
-from course_app.stubs import write_stubs
+from course_app.checking import EXERCISES_DIR_ENV, write_stubs
+from course_app.runtime.pace import TEST_PACE
 
 # Demo delays near zero: printed outputs do not depend on the pace, only the run time does.
-# `course check` runs exercise tests at the same pace (course_app.pace.TEST_PACE).
+# `course check` runs exercise tests at the same pace (course_app.runtime.pace.TEST_PACE).
 os.environ["COURSE_PACE"] = str(TEST_PACE)
 
 

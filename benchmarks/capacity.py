@@ -2,14 +2,14 @@
 
 Run: .venv/bin/python benchmarks/capacity.py
 Lesson 12's notebook runs the same measurement small (200 streams, half a second); this is
-the big version. Each row is a fresh uvicorn process (course_app.capacity), measured with
+the big version. Each row is a fresh uvicorn process (course_app.demos.capacity), measured with
 psutil while loopback clients hold the streams open. Numbers depend on the machine and on
 uvicorn's extras (uvloop, httptools): measure on the machine you deploy to.
 """
 
 from __future__ import annotations
 
-from course_app.capacity import measure_all, render
+from course_app.demos.capacity import measure_all, render
 
 SCENARIOS = [
     ("1000 streams, 1 event/s each (mostly idle)", {"streams": 1000, "rate": 1}),

@@ -1,8 +1,8 @@
 """Lesson 13's chat service: 1,000 readers of one answer, in memory and on Redis (issue 20).
 
 Each server is the reference solution (`solutions/13_capstone.py`) in real uvicorn
-processes (course_app.worker_processes), with `REDIS_URL` pointing at a real redis-server
-(course_app.redis_server) for the Redis rows; each worker starts the course's fake model
+processes (course_app.services.worker_processes), with `REDIS_URL` pointing at a real redis-server
+(course_app.services.redis_server) for the Redis rows; each worker starts the course's fake model
 itself. For each server:
 
 1. a poster POSTs "count forever" and reads its whole answer;
@@ -160,7 +160,7 @@ class CourseServe:
     """`course serve 13 --solution` as a subprocess (one process)."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        from course_app.child_process import free_port, parent_death_hook
+        from course_app.services import free_port, parent_death_hook
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -190,13 +190,13 @@ class CourseServe:
         return [self.process.pid]
 
     def stop(self) -> None:
-        from course_app.child_process import stop_process_group
+        from course_app.services import stop_process_group
 
         stop_process_group(self.process, grace=5)
 
 
 def start_server(kind: str, redis_url: str | None, pace: float) -> Any:
-    from course_app.worker_processes import WorkerProcesses
+    from course_app.services import WorkerProcesses
 
     env = {"COURSE_PACE": str(pace), "OPENAI_BASE_URL": ""}
     if redis_url:
@@ -392,7 +392,7 @@ async def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
-    from course_app.redis_server import RedisServer
+    from course_app.services import RedisServer
 
     plan = [("1 worker", "memory"), ("1 worker", "redis"), ("2 workers", "redis")]
     if args.serve:

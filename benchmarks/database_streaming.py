@@ -54,9 +54,9 @@ def serve(db: Path) -> None:
     from sqlalchemy import select
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    from course_app import LessonServer
-    from course_app.exercise_loader import load_exercise
-    from course_app.sample_db import async_engine
+    from course_app.checking import load_exercise
+    from course_app.demos.sample_db import async_engine
+    from course_app.runtime import LessonServer
 
     solution = load_exercise("08_database_streaming", "solutions")
     sessions = async_sessionmaker(async_engine(db), expire_on_commit=False)
@@ -141,7 +141,7 @@ def main() -> None:
         serve(args.serve)
         return
 
-    from course_app.sample_db import create_database
+    from course_app.demos.sample_db import create_database
 
     variants = {k: v for k, v in VARIANTS.items() if not (args.skip_ndjson and "NDJSON" in k)}
     print(

@@ -1,6 +1,6 @@
 """Fan-out: 1,000 SSE clients, one publisher. How fast, how late, how much memory per client?
 
-Each server runs in a subprocess (`uvicorn --workers N`, course_app.worker_processes) so
+Each server runs in a subprocess (`uvicorn --workers N`, course_app.services.worker_processes) so
 its memory can be measured; the clients are raw asyncio sockets in this process, on
 loopback. For each server:
 
@@ -14,17 +14,17 @@ loopback. For each server:
    per second = burst x clients / time until the last client has the last message; the
    best of `--repeat` bursts (a busy machine slows some of them down).
 
-Servers, all on course_app.hub.Hub (one bounded queue per client):
+Servers, all on course_app.streams.hub.Hub (one bounded queue per client):
 - `raw ASGI, batched`: a bare ASGI app writes SSE frames itself, all the messages queued
-  for a client in one write (course_app.broadcast_app.take_queued), each message encoded
-  once for all clients (course_app.broadcast_app.frame): the ceiling;
+  for a client in one write (course_app.demos.broadcast_app.take_queued), each message encoded
+  once for all clients (course_app.demos.broadcast_app.frame): the ceiling;
 - `sse-starlette, batched`: `EventSourceResponse` fed the same batches as bytes;
 - `sse-starlette, 1 event/write`: the same frames, one message per `yield`;
 - `fastapi.sse, 1 event/write`: a `response_class=EventSourceResponse` route yielding one
   `ServerSentEvent` per message (it cannot send several frames in one write);
-- `lesson app`: course_app.broadcast_app (sse-starlette, batched, typed heartbeats);
+- `lesson app`: course_app.demos.broadcast_app (sse-starlette, batched, typed heartbeats);
 - `lesson app, 2 workers, Redis`: the same app, POST appends to a Redis stream and each
-  worker's relay feeds its hub (a Redis from course_app.redis_server). Its burst, like the
+  worker's relay feeds its hub (a Redis from course_app.services.redis_server). Its burst, like the
   1-worker app's, goes through POST /messages, ten requests at a time.
 
 Targets (lesson 09): p99 < 250 ms with 1,000 clients, < 50 KB per connection, the hub's
@@ -55,9 +55,8 @@ from fastapi import FastAPI, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sse_starlette import EventSourceResponse as StarletteEventSourceResponse
 
-from course_app.broadcast_app import frame, take_queued
-from course_app.hub import Hub
-from course_app.request_cleanup import RequestCleanup
+from course_app.demos.broadcast_app import frame, take_queued
+from course_app.streams import Hub, RequestCleanup
 
 HERE = Path(__file__).resolve().parent
 QUEUE_SIZE = 2000  # larger than any burst: the benchmark measures speed, not the drop policy
@@ -154,8 +153,10 @@ SERVERS = [
     Server("sse-starlette, batched", "fanout:app", "/sse-starlette-batched"),
     Server("sse-starlette, 1 event/write", "fanout:app", "/sse-starlette"),
     Server("fastapi.sse, 1 event/write", "fanout:app", "/fastapi-sse"),
-    Server("lesson app, 1 worker", "course_app.broadcast_app:app", "/stream"),
-    Server("lesson app, 2 workers, Redis", "course_app.broadcast_app:app", "/stream", 2, True),
+    Server("lesson app, 1 worker", "course_app.demos.broadcast_app:app", "/stream"),
+    Server(
+        "lesson app, 2 workers, Redis", "course_app.demos.broadcast_app:app", "/stream", 2, True
+    ),
 ]
 
 
@@ -234,7 +235,7 @@ CONTROL_LIMITS = httpx.Limits(max_keepalive_connections=0)
 async def measure(
     server: Server, args: argparse.Namespace, redis_url: str | None, phase: Phase
 ) -> dict:
-    from course_app.worker_processes import WorkerProcesses
+    from course_app.services import WorkerProcesses
 
     env = {"PYTHONPATH": str(HERE), "FANOUT_BENCH_SERVER": "1"}
     if redis_url:
@@ -350,7 +351,7 @@ async def main() -> None:
     args = parser.parse_args()
     raise_open_files(args.clients * 2 + 256)  # the children (servers) inherit it
 
-    from course_app.redis_server import RedisServer
+    from course_app.services import RedisServer
 
     print(
         f"{args.clients} clients on loopback; steady {args.rate:g} msg/s for {args.seconds:g} s,"

@@ -12,8 +12,8 @@ import time
 
 import httpx
 
-from course_app import LessonServer
-from course_app.endless_demo import create_app
+from course_app.demos.endless_demo import create_app
+from course_app.runtime import LessonServer
 
 ROUNDS = 20
 GRACE = 1.0

@@ -15,11 +15,11 @@ import time
 import httpx
 import openai
 
-from course_app import LessonServer, set_pace
-from course_app.exercise_loader import load_exercise
+from course_app.checking import load_exercise
 from course_app.fake_openai import create_app as create_fake_llm
-from course_app.fake_openai import reply_to, tokenize
-from course_app.llm_settings import llm_settings
+from course_app.fake_openai import llm_settings
+from course_app.fake_openai.app import reply_to, tokenize
+from course_app.runtime import LessonServer, set_pace
 
 PROMPT = "count to 200"
 EXPECTED_TOKENS = len(tokenize(reply_to(PROMPT)))

@@ -15,7 +15,7 @@ machine: 0 to 7 of 20 in our runs, 0 when it was idle.
 With `--stalled`, events are 64 kB and each client stops reading for 0.5 s before it
 leaves: the socket buffers fill and the server's send blocks, so `fastapi.sse` leaves every
 generator paused at its `yield`, and only the garbage collector closes it, when it happens
-to run. `/fastapi-sse+cleanup` is the remedy from `course_app.request_cleanup`: the route
+to run. `/fastapi-sse+cleanup` is the remedy from `course_app.streams.request_cleanup`: the route
 registers its source's `aclose()` on the request's exit stack. The generator counted there
 is that source; the route's own generator still waits for the collector (lesson 05).
 
@@ -37,8 +37,8 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from course_app import LessonServer
-from course_app.request_cleanup import RequestCleanup
+from course_app.runtime import LessonServer
+from course_app.streams import RequestCleanup
 
 ROUTES = ("/fastapi-sse", "/fastapi-sse+cleanup", "/sse-starlette", "/streaming-response")
 

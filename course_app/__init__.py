@@ -1,15 +1,12 @@
-"""Shared helpers for the *Streaming and Server-Sent Events with FastAPI* course.
+"""Shared code for the *Streaming and Server-Sent Events with FastAPI* course, in six rooms.
 
-Nothing happens at import time: every helper is started explicitly, so a notebook can
-re-run any cell. The main entry points:
+- :mod:`course_app.runtime` - what every lesson cell uses: ``serve``, ``pace``, ``inspect_stream``.
+- :mod:`course_app.services` - real programs on loopback: redis-server, nginx, uvicorn workers.
+- :mod:`course_app.streams` - building blocks the lessons teach, then reuse.
+- :mod:`course_app.fake_openai` - the offline OpenAI-compatible server.
+- :mod:`course_app.demos` - each lesson's own app or data.
+- :mod:`course_app.checking` - the learner's loop behind ``course check``.
 
-- :func:`course_app.server.serve` - run an ASGI app on a free loopback port in a thread.
-- :mod:`course_app.pace` - one knob that scales every demo delay.
-- :func:`course_app.inspector.inspect_stream` - the raw bytes of a response, with timings.
-- :func:`course_app.checker.check` - check an exercise from a notebook cell.
+Nothing happens at import time, and importing a room imports none of its modules until a
+name is used (ARCHITECTURE.md draws the rooms and the directions they may import in).
 """
-
-from course_app.pace import get_pace, set_pace
-from course_app.server import LessonServer, LessonServerError, serve
-
-__all__ = ["LessonServer", "LessonServerError", "get_pace", "serve", "set_pace"]

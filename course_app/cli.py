@@ -14,12 +14,18 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from course_app.checker import progress, run_check
-from course_app.exercise_loader import ExerciseImportError, load_exercise
-from course_app.logs import show_lesson_logs
-from course_app.manifest import Lesson, UnknownLessonError, find_lesson, load_lessons
-from course_app.paths import course_root
-from course_app.stubs import stub_for
+from course_app.checking import (
+    ExerciseImportError,
+    Lesson,
+    UnknownLessonError,
+    find_lesson,
+    load_exercise,
+    load_lessons,
+    progress,
+    run_check,
+    stub_for,
+)
+from course_app.runtime import course_root, show_lesson_logs
 
 
 class CommandError(Exception):
@@ -201,7 +207,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         exercise = lesson.path("exercise")
         if not exercise.exists() or exercise.read_text(encoding="utf-8") != stub_for(lesson):
             problems.append(
-                f"{lesson.number}: exercises/ is out of date; run: python -m course_app.stubs"
+                f"{lesson.number}: exercises/ is out of date; run: python -m course_app.checking.stubs"
             )
         if "TODO" not in stub_for(lesson):
             problems.append(f"{lesson.number}: the stub has no TODO telling the learner what to do")

@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 from fastapi import FastAPI, Query
 from fastapi.responses import StreamingResponse
 
-from course_app import pace
+from course_app.runtime import pace
 
 T = TypeVar("T")
 

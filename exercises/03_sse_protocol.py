@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from course_app import pace
+from course_app.runtime import pace
 
 # One line end: CRLF, a lone CR or a lone LF (the SSE spec accepts all three).
 LINE_END = re.compile(r"\r\n|\r|\n")

@@ -1,7 +1,7 @@
 """Lesson 08: sensor readings from SQLite, exported newest first and followed live.
 
 The notebook streamed a shop's orders by id. Here the table holds temperature readings of
-several sensors (`course_app.sample_db.Reading`). A reading's id grows as readings
+several sensors (`course_app.demos.sample_db.Reading`). A reading's id grows as readings
 *arrive*; `taken_at` says when it was measured. Some readings arrive late, so the two
 orders differ, and readings taken in the same minute share a `taken_at`.
 
@@ -44,9 +44,9 @@ from sqlalchemy import Row, func, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from course_app import pace
-from course_app.quiet_disconnects import QuietDisconnectRoute
-from course_app.sample_db import Reading, demo_database
+from course_app.demos.sample_db import Reading, demo_database
+from course_app.runtime import pace
+from course_app.streams import QuietDisconnectRoute
 
 logger = logging.getLogger("lesson.readings")
 

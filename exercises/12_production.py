@@ -13,7 +13,7 @@ server hands one out to a signed-in page (with a cookie or an Authorization head
 `fetch()` can send); the page puts it in the EventSource URL, which cannot carry headers.
 
 Check your work: `course check 12`. Or `course serve 12` and, in another terminal:
-    TOKEN=$(python -c 'from course_app.exercise_loader import load_exercise as l; print(l("12_production").issue_token("ada", 600))')
+    TOKEN=$(python -c 'from course_app.checking import load_exercise as l; print(l("12_production").issue_token("ada", 600))')
     curl -N "http://127.0.0.1:8000/events?token=$TOKEN"
 """
 
@@ -28,8 +28,8 @@ import anyio
 from fastapi import Depends, FastAPI, HTTPException
 from sse_starlette import EventSourceResponse
 
-from course_app import pace
-from course_app.production_demo import redact_access_log
+from course_app.demos.production_demo import redact_access_log
+from course_app.runtime import pace
 
 # A real secret comes from the environment or a secrets store, never from the code.
 SECRET = b"lesson-12-exercise-secret"

@@ -8,13 +8,13 @@ in the wire protocol of the Vercel AI SDK, so its frontends use it as they are.
     GET  /                        a chat page that uses all three
 
 Each answer runs as a task of its own, not inside the request that asked for it: the
-model's tokens go into an `AnswerStore` as UI message chunks (`course_app.ui_message_stream`),
+model's tokens go into an `AnswerStore` as UI message chunks (`course_app.streams.ui_message_stream`),
 and every connection only *reads* them. A reload closes a connection and opens another; the
 answer does not notice. Stop is a request of its own, because the server cannot tell a
 closed tab from a lost connection or a reload.
 
 You write the in-process store (`AnswerStore`: start, run, replay, stop) and the POST
-route. With `REDIS_URL` set, the app uses `course_app.answer_streams.RedisAnswerStore`
+route. With `REDIS_URL` set, the app uses `course_app.streams.answer_streams.RedisAnswerStore`
 instead (same methods), so that any worker process can resume or stop any answer.
 
 Check your work: `course check 13` in a terminal, or the check cell in the notebook.
@@ -46,24 +46,22 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
-from course_app import ui_message_stream as ui
-from course_app.answer_streams import (
+from course_app.fake_openai import FAULTS, LLMSettings, async_client, llm_settings
+from course_app.fake_openai import create_app as create_fake_llm
+from course_app.runtime import LessonServer, html_page
+from course_app.streams import (
     INTERNAL,
     SHUT_DOWN,
     STOPPED,
     AnswerInProgress,
     AnswerStream,
+    EventLog,
     RedisAnswerStore,
     StoreBusy,
     StoreUnavailable,
+    guard_requests,
 )
-from course_app.event_log import EventLog
-from course_app.fake_openai import FAULTS
-from course_app.fake_openai import create_app as create_fake_llm
-from course_app.llm_settings import LLMSettings, async_client, llm_settings
-from course_app.pages import html_page
-from course_app.request_guards import guard_requests
-from course_app.server import LessonServer
+from course_app.streams import ui_message_stream as ui
 
 logger = logging.getLogger("lesson.chat")
 

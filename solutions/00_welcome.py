@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import FastAPI, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from course_app import pace
+from course_app.runtime import pace
 
 
 def countdown(start: int) -> Iterator[str]:

@@ -25,8 +25,7 @@ from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 from sse_starlette import EventSourceResponse
 
-from course_app import pace
-from course_app.pages import html_page
+from course_app.runtime import html_page, pace
 
 RETRY_MS = 100  # how long browsers (and our client) wait before reconnecting
 EVENT_DELAY = 0.3  # seconds between two news events, scaled by the pace

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query
 from sse_starlette import EventSourceResponse
 
-from course_app import pace
+from course_app.runtime import pace
 
 logger = logging.getLogger("lesson.lifecycle")
 

@@ -28,7 +28,7 @@ from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
-from course_app import pace
+from course_app.runtime import pace
 
 logger = logging.getLogger("lesson.errors")
 

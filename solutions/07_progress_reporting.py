@@ -35,12 +35,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, Field
 
-from course_app import pace
-from course_app.event_log import EventLog
-from course_app.pages import html_page
-from course_app.quiet_disconnects import QuietDisconnectRoute
-from course_app.request_guards import guard_requests
-from course_app.shutdown import close_at_shutdown
+from course_app.runtime import html_page, pace
+from course_app.streams import EventLog, QuietDisconnectRoute, close_at_shutdown, guard_requests
 
 logger = logging.getLogger("lesson.jobs")
 

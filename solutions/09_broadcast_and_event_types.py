@@ -1,13 +1,13 @@
 """Lesson 09: a hub that loses nothing: disconnect a slow subscriber, replay when it returns.
 
-``course_app.hub.Hub`` keeps a slow subscriber and drops its oldest messages (it then says
+``course_app.streams.hub.Hub`` keeps a slow subscriber and drops its oldest messages (it then says
 ``lagged``). Here you write the other policy, for streams where every message counts (chat,
 orders, notifications): a subscriber whose bounded queue is full is *disconnected*; its
 client reconnects with ``Last-Event-ID`` and the hub replays what it missed from a bounded
 history. Memory stays bounded either way: queue_size messages per subscriber at most, and
 history messages in all.
 
-The app around your hub is given: ``course_app.broadcast_app`` (``GET /stream``, ``POST
+The app around your hub is given: ``course_app.demos.broadcast_app`` (``GET /stream``, ``POST
 /messages``, typed events, heartbeats). It fans out in one process, or across worker
 processes through Redis when ``REDIS_URL`` is set: then every worker's hub receives every
 message from Redis, with the Redis stream entry id as its id.
@@ -25,8 +25,8 @@ import asyncio
 import os
 from collections import deque
 
-from course_app.broadcast_app import create_app
-from course_app.hub import Message, MissedEvents
+from course_app.demos.broadcast_app import create_app
+from course_app.streams import Message, MissedEvents
 
 
 class Subscription:

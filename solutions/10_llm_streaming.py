@@ -27,12 +27,10 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from course_app.fake_openai import FAULTS
+from course_app.fake_openai import FAULTS, LLMSettings, async_client, llm_settings
 from course_app.fake_openai import create_app as create_fake_llm
-from course_app.llm_settings import LLMSettings, async_client, llm_settings
-from course_app.pages import html_page
-from course_app.request_guards import guard_requests
-from course_app.server import LessonServer
+from course_app.runtime import LessonServer, html_page
+from course_app.streams import guard_requests
 
 logger = logging.getLogger("lesson.relay")
 

@@ -1,6 +1,6 @@
 """Lesson 11 exercise: write the tests that catch real streaming bugs.
 
-The app under test is the news feed in ``course_app/news_feed.py`` (read its docstring):
+The app under test is the news feed in ``course_app/demos/news_feed.py`` (read its docstring):
 ``GET /feed?count=N&gap=S&fail_at=K`` streams ``news`` events with ids 1..N, sends a
 ``: ping`` comment for every 0.1 s of a longer gap, resumes after ``Last-Event-ID``, and
 ends with one ``done`` event, or one ``error`` event when the source fails.
@@ -8,7 +8,7 @@ ends with one ``done`` event, or one ``error`` event when the source fails.
 ``course check 11`` runs your tests twice over:
 1. against the correct feed: every test must pass;
 2. against eight copies of the feed, each with one planted bug
-   (``course_app.news_feed.BUGS``): each bug must make at least one of your tests fail.
+   (``course_app.demos.news_feed.BUGS``): each bug must make at least one of your tests fail.
 
 Try them yourself: ``pytest exercises/11_testing_streams.py``, and against one bug:
 ``COURSE_FEED_BUG=no_heartbeat pytest exercises/11_testing_streams.py``.
@@ -27,8 +27,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from course_app.live_server import live_server  # noqa: F401  (a fixture: see lesson 11)
-from course_app.news_feed import create_app
+from course_app.checking import live_server  # noqa: F401  (a fixture: see lesson 11)
+from course_app.demos.news_feed import create_app
 
 BUG_ENV = "COURSE_FEED_BUG"
 

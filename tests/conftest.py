@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from course_app.browser import CHROMIUM_ARGS, INSTALL_HINT, chromium_path
+from course_app.runtime import CHROMIUM_ARGS, CHROMIUM_HINT, chromium_path
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def browser() -> Iterator[object]:
     """
     path = chromium_path()
     if path is None:
-        message = f"browser tests need Chromium: {INSTALL_HINT}"
+        message = f"browser tests need Chromium: {CHROMIUM_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from fastapi import FastAPI
 
-from course_app import LessonServer
-from course_app.exercise_loader import load_exercise
+from course_app.checking import load_exercise
+from course_app.runtime import LessonServer
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ uvicorn's order at SIGTERM (uvicorn/server.py, ``Server.shutdown``): stop accept
 the open connections, cancel what is left after ``--timeout-graceful-shutdown``, and only then
 run the lifespan's shutdown. A registry closed by the lifespan alone is closed too late: its
 watchers are cut off by the timeout, with no `cancelled`. Lesson 07's app closes it at the
-signal itself (``course_app.shutdown.close_at_shutdown``). TestClient cannot show any of this:
+signal itself (``course_app.streams.shutdown.close_at_shutdown``). TestClient cannot show any of this:
 it has no signals and no connections to wait for, so both run in a subprocess here.
 
 The verdicts do not depend on speed: the jobs run for a minute (pace 1, 200 photos) unless
@@ -28,8 +28,8 @@ import httpx_sse
 import pytest
 from fastapi import FastAPI
 
-from course_app.exercise_loader import load_exercise
-from course_app.worker_processes import WorkerProcesses
+from course_app.checking import load_exercise
+from course_app.services import WorkerProcesses
 
 SOLUTION_APP = "solutions.07_progress_reporting:app"
 LIFESPAN_ONLY_APP = "test_07_shutdown:lifespan_only_app"  # built by __getattr__ below

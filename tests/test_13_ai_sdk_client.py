@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from course_app import LessonServer, set_pace
-from course_app.exercise_loader import load_exercise
-from course_app.fake_openai import StreamStats
+from course_app.checking import load_exercise
 from course_app.fake_openai import create_app as create_fake_llm
-from course_app.llm_settings import llm_settings
+from course_app.fake_openai import llm_settings
+from course_app.fake_openai.app import StreamStats
+from course_app.runtime import LessonServer, set_pace
 
 NODE_DIR = Path(__file__).parent / "node"
 TEST_FILE = "ai_sdk_client.test.mjs"

@@ -1,4 +1,4 @@
-"""course_app.answer_streams: lesson 13's answers in Redis, resumed and stopped from any process.
+"""course_app.streams.answer_streams: lesson 13's answers in Redis, resumed and stopped from any process.
 
 Two instances of the lesson's app (the reference solution's), each with its own memory, share
 one Redis, as two worker processes would: whatever one starts, the other can replay, refuse
@@ -21,9 +21,21 @@ import httpx
 import httpx_sse
 import pytest
 
-from course_app import LessonServer
-from course_app import ui_message_stream as ui
-from course_app.answer_streams import (
+from course_app.checking import load_exercise
+from course_app.fake_openai import create_app as create_fake_llm
+from course_app.fake_openai import llm_settings
+from course_app.fake_openai.app import StreamStats
+from course_app.runtime import LessonServer
+from course_app.services import (
+    REDIS_HINT,
+    PoolExhausted,
+    RedisServer,
+    WorkerProcesses,
+    redis_binary,
+    redis_client,
+    start_workers,
+)
+from course_app.streams import (
     INTERRUPTED,
     SHUT_DOWN,
     STOPPED,
@@ -32,18 +44,7 @@ from course_app.answer_streams import (
     RedisAnswerStore,
     StoreBusy,
 )
-from course_app.exercise_loader import load_exercise
-from course_app.fake_openai import StreamStats
-from course_app.fake_openai import create_app as create_fake_llm
-from course_app.llm_settings import llm_settings
-from course_app.redis_server import (
-    INSTALL_HINT,
-    PoolExhausted,
-    RedisServer,
-    redis_binary,
-    redis_client,
-)
-from course_app.worker_processes import WorkerProcesses, start_workers
+from course_app.streams import ui_message_stream as ui
 
 BOUND = 5.0
 
@@ -51,7 +52,7 @@ BOUND = 5.0
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
     if redis_binary() is None:
-        message = f"these tests need redis-server: {INSTALL_HINT}"
+        message = f"these tests need redis-server: {REDIS_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from course_app.checking import make_stub
 from course_app.cli import main
-from course_app.stubs import make_stub
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""course_app.event_log: numbered events, replay after an id, readers that wait, an end."""
+"""course_app.streams.event_log: numbered events, replay after an id, readers that wait, an end."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from course_app.event_log import EventLog, EventsLost
+from course_app.streams import EventLog, EventsLost
 
 
 def ids(items: list) -> list[int]:

@@ -13,10 +13,8 @@ import os
 
 import pytest
 
-from course_app.checker import run_check
-from course_app.manifest import Lesson, load_lessons
-from course_app.pytest_report import split_docstring
-from course_app.stubs import stub_for
+from course_app.checking import Lesson, load_lessons, run_check, stub_for
+from course_app.checking.pytest_report import split_docstring
 
 LESSONS = load_lessons()
 

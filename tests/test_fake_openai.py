@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from course_app import LessonServer
-from course_app.fake_openai import StreamStats, create_app, reply_to, tokenize
+from course_app.fake_openai.app import StreamStats, create_app, reply_to, tokenize
+from course_app.runtime import LessonServer
 
 HELLO = reply_to("hello")
 

@@ -5,14 +5,14 @@
    demo pages gets bytes that are not UTF-8, truncated JSON, 100 000 levels of nesting,
    ``1e309``, ``NaN``, wrong types, 10 MB and a 20 MB chunked body. A route that reads its
    body must answer a 4xx with a readable JSON message; no route may answer a 5xx, log an
-   error, or leave the server unable to answer the next request. (``course_app.request_guards``
+   error, or leave the server unable to answer the next request. (``course_app.streams.request_guards``
    is what makes that true.)
 2. Leaving clients: each app's ``try`` entries from lessons.toml (what `course serve`
    suggests) are opened, read for their first bytes and left; no server may log an error
    (uvicorn's "Exception in ASGI application", a lesson logger's traceback) for a client that
    left, which is the most ordinary thing a client does.
 
-Both go through :class:`~course_app.server.LessonServer`, uvicorn on a real socket, since an
+Both go through :class:`~course_app.runtime.server.LessonServer`, uvicorn on a real socket, since an
 in-process client (TestClient) neither chunks a body nor leaves the way a browser does.
 """
 
@@ -35,11 +35,11 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from course_app.checking import load_lessons
 from course_app.cli import CommandError, _resolve_app
+from course_app.demos.production_demo import create_app as create_demo
 from course_app.fake_openai import create_app as create_fake_openai
-from course_app.manifest import load_lessons
-from course_app.production_demo import create_app as create_demo
-from course_app.server import LessonServer, running_servers
+from course_app.runtime import LessonServer, running_servers
 
 PROBE = "x-hostile-probe"  # tags a request, so the spy can tell which ones read their body
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -240,7 +240,7 @@ def test_a_hostile_body_is_a_4xx(
     message = readable_message(response)
     assert response.status_code < 500, (
         f"{where}: {response.status_code} {response.text[:300]!r}; the server logged:"
-        f" {errors_in(server, since)} (hint: is course_app.request_guards.guard_requests"
+        f" {errors_in(server, since)} (hint: is course_app.streams.request_guards.guard_requests"
         " installed in this app's create_app, outside ### BEGIN/END SOLUTION?)"
     )
     if probe in spy.read or body_name.startswith("10MB"):
@@ -445,6 +445,6 @@ def test_no_server_logs_an_error_when_a_client_leaves(
         f"{served.name}: a client that leaves is not an error, yet:\n"
         + "\n".join(problems)
         + "\n(hint: an ExceptionGroup from a fastapi.sse route is FastAPI 0.163's keepalive"
-        " task, BrokenResourceError; course_app.quiet_disconnects.QuietDisconnectRoute"
+        " task, BrokenResourceError; course_app.streams.quiet_disconnects.QuietDisconnectRoute"
         " contains it)"
     )

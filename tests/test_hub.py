@@ -1,4 +1,4 @@
-"""course_app.hub (drop-oldest fan-out with replay) and course_app.broadcast_app (lesson 09's app),
+"""course_app.streams.hub (drop-oldest fan-out with replay) and course_app.demos.broadcast_app (lesson 09's app),
 in one process and on a real Redis: typed events, bad input, Redis going away and coming back."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import httpx
 import httpx_sse
 import pytest
 
-from course_app import LessonServer
-from course_app.broadcast_app import MAX_BODY, create_app
-from course_app.hub import Hub, Message, MissedEvents
-from course_app.redis_server import INSTALL_HINT, RedisServer, redis_binary
+from course_app.demos.broadcast_app import MAX_BODY, create_app
+from course_app.runtime import LessonServer
+from course_app.services import REDIS_HINT, RedisServer, redis_binary
+from course_app.streams import Hub, Message, MissedEvents
 
 
 def take(subscription: object, timeout: float = 0.05) -> list[Message]:
@@ -210,7 +210,7 @@ def test_a_last_event_id_that_is_no_id_is_400(server: LessonServer) -> None:
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     if redis_binary() is None:
-        message = f"these tests need redis-server: {INSTALL_HINT}"
+        message = f"these tests need redis-server: {REDIS_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

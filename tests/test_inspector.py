@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from course_app import LessonServer
-from course_app.inspector import Frame, inspect_app, inspect_stream, split_frames
+from course_app.runtime import Frame, LessonServer, inspect_app, inspect_stream, split_frames
 
 
 def test_events_are_regrouped_across_reads() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from course_app.llm_settings import async_client, llm_settings
+from course_app.fake_openai import async_client, llm_settings
 
 
 @pytest.fixture(autouse=True)

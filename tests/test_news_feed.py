@@ -13,10 +13,9 @@ import httpx_sse
 import pytest
 from fastapi.testclient import TestClient
 
-from course_app import LessonServer
-from course_app.checker import run_check
-from course_app.exercise_loader import EXERCISES_DIR_ENV
-from course_app.news_feed import BUGS, create_app
+from course_app.checking import EXERCISES_DIR_ENV, run_check
+from course_app.demos.news_feed import BUGS, create_app
+from course_app.runtime import LessonServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "11_testing_streams.py"
@@ -82,9 +81,9 @@ def test_live_server_fixture_serves_and_stops_after_the_test(
     pytester.makepyfile(
         """
         import httpx
-        from course_app.live_server import live_server
-        from course_app.news_feed import create_app
-        from course_app.server import running_servers
+        from course_app.checking import live_server
+        from course_app.demos.news_feed import create_app
+        from course_app.runtime import running_servers
 
         def test_one(live_server):
             first = live_server(create_app())

@@ -14,23 +14,22 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 
-from course_app import LessonServer
-from course_app.inspector import inspect_stream
-from course_app.nginx_proxy import (
-    INSTALL_HINT,
+from course_app.runtime import LessonServer, inspect_stream
+from course_app.services import (
+    NGINX_HINT,
     NginxError,
     NginxMissing,
     NginxProxy,
     running_proxies,
     start_proxy,
 )
-from course_app.nginx_proxy import nginx_available as _nginx_available
+from course_app.services import nginx_available as _nginx_available
 
 
 @pytest.fixture(scope="module", autouse=True)
 def nginx_installed() -> None:
     if not _nginx_available():
-        message = f"these tests need nginx: {INSTALL_HINT}"
+        message = f"these tests need nginx: {NGINX_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -1,4 +1,4 @@
-"""course_app.notebook_tests: verdicts per test, fixtures by name, never an exception."""
+"""course_app.checking.notebook_tests: verdicts per test, fixtures by name, never an exception."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from course_app.notebook_tests import run, run_pytest
+from course_app.checking import run_in_notebook, run_pytest
 
 
 def test_run_passes_fixtures_by_name_and_prints_one_verdict_per_test(
@@ -26,7 +26,7 @@ def test_run_passes_fixtures_by_name_and_prints_one_verdict_per_test(
         Not this paragraph.
         """
 
-    run(test_sees_its_fixtures, test_without_fixtures, word="hi", number=3, unused=None)
+    run_in_notebook(test_sees_its_fixtures, test_without_fixtures, word="hi", number=3, unused=None)
     assert seen == [(3, "hi")]
     assert capsys.readouterr().out.splitlines() == [
         "  PASS  test_sees_its_fixtures",
@@ -75,7 +75,7 @@ def test_run_reports_failures_and_goes_on(
         """,
         tmp_path,
     )
-    run(*(tests[name] for name in tests if name.startswith("test_")))
+    run_in_notebook(*(tests[name] for name in tests if name.startswith("test_")))
     assert capsys.readouterr().out.splitlines() == [
         "  FAIL  test_bare_assert",
         "        AssertionError at `assert got == 2`",
@@ -99,7 +99,7 @@ def test_run_runs_async_tests_on_a_loop_of_their_own(capsys: pytest.CaptureFixtu
         assert delay == 0
 
     async def main() -> None:  # as in a notebook: a loop already runs on this thread
-        run(test_async, delay=0)
+        run_in_notebook(test_async, delay=0)
 
     asyncio.run(main())
     assert capsys.readouterr().out.splitlines() == ["  PASS  test_async"]
@@ -119,7 +119,7 @@ def test_run_shows_the_example_hypothesis_found(
         """,
         tmp_path,
     )
-    run(tests["test_small"])
+    run_in_notebook(tests["test_small"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == ["  FAIL  test_small", "        AssertionError at `assert n < 10`"]
     assert any("n=10" in line for line in lines[2:]), lines

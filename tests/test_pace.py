@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from course_app import pace
+from course_app.runtime import pace
 
 
 @pytest.fixture(autouse=True)

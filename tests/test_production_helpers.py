@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from course_app import browser
-from course_app.capacity import KINDS, measure, render
+from course_app.demos.capacity import KINDS, measure, render
+from course_app.runtime import browser
 
 
 def test_capacity_measures_a_fresh_server_process() -> None:
@@ -107,8 +107,8 @@ def test_course_serve_12_gives_a_working_link_and_keeps_tokens_out_of_the_access
 def test_demo_refuses_non_ascii_digits_without_a_500() -> None:
     """`"²".isdigit()` is True and `int("²")` raises: the demo's id and expiry parsing must
     not answer 500. Over a real socket (TestClient re-encodes header values)."""
-    from course_app import LessonServer
-    from course_app.production_demo import create_app
+    from course_app.demos.production_demo import create_app
+    from course_app.runtime import LessonServer
 
     requests = {
         "last-event-id": b"GET /numbers HTTP/1.1\r\nHost: x\r\nLast-Event-ID: \xc2\xb2\r\n\r\n",

@@ -1,4 +1,4 @@
-"""A client that leaves a fastapi.sse stream is not an error: course_app.quiet_disconnects.
+"""A client that leaves a fastapi.sse stream is not an error: course_app.streams.quiet_disconnects.
 
 Over a real socket (uvicorn in a thread): clients open an endless stream that has a
 backlog, read a few events and hang up. FastAPI 0.163's keepalive task then logs
@@ -22,10 +22,9 @@ from fastapi.routing import APIRoute
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
-from course_app.exercise_loader import load_exercise
-from course_app.logs import logbook
-from course_app.quiet_disconnects import QuietDisconnectRoute
-from course_app.server import LessonServer
+from course_app.checking import load_exercise
+from course_app.runtime import LessonServer, logbook
+from course_app.streams import QuietDisconnectRoute
 
 CLIENTS = 12
 
@@ -99,7 +98,7 @@ class ErrorRecords(logging.Filter):
 
 @pytest.fixture
 def errors() -> Iterator[ErrorRecords]:
-    """Records uvicorn's errors ahead of course_app.logs' filter, which hands them to LogBook."""
+    """Records uvicorn's errors ahead of course_app.runtime.logs' filter, which hands them to LogBook."""
     logbook()  # installs that filter first, so that ours can go before it
     recorder = ErrorRecords()
     uvicorn_errors = logging.getLogger("uvicorn.error")

@@ -1,4 +1,4 @@
-"""course_app.redis_server: a real redis-server per lesson, replaced on re-run, never left behind."""
+"""course_app.services.redis_server: a real redis-server per lesson, replaced on re-run, never left behind."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import psutil
 import pytest
 import redis.asyncio
 
-from course_app.redis_server import (
-    INSTALL_HINT,
+from course_app.services import (
+    REDIS_HINT,
     RedisMissing,
     RedisServer,
     RedisServerError,
@@ -31,7 +31,7 @@ def needs_redis() -> None:
     """Skips on a learner's machine without redis-server; fails in CI, where it must run."""
     if redis_binary() is not None:
         return
-    message = f"these tests need redis-server: {INSTALL_HINT}"
+    message = f"these tests need redis-server: {REDIS_HINT}"
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
@@ -158,7 +158,7 @@ def test_redis_ends_when_the_process_that_started_it_is_killed() -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from course_app.redis_server import start_redis
+        from course_app.services import start_redis
         print(start_redis(name="orphan").pid, flush=True)
         time.sleep(60)
         """

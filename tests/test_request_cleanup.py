@@ -1,4 +1,4 @@
-"""course_app.request_cleanup: a fastapi.sse route closes what it opened when the request ends.
+"""course_app.streams.request_cleanup: a fastapi.sse route closes what it opened when the request ends.
 
 The scenario is the one fastapi.sse gets wrong on its own: a client reads a few events,
 stops reading (socket buffers fill, FastAPI's producer task blocks handing an event over),
@@ -24,8 +24,8 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from course_app import LessonServer
-from course_app.request_cleanup import RequestCleanup, request_exit_stack
+from course_app.runtime import LessonServer
+from course_app.streams import RequestCleanup, request_exit_stack
 
 BIG = "x" * 64_000  # a few events fill the socket buffers
 

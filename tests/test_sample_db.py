@@ -1,4 +1,4 @@
-"""course_app.sample_db: lesson 08's SQLite files, their engines, and the demo database."""
+"""course_app.demos.sample_db: lesson 08's SQLite files, their engines, and the demo database."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import Session
 
-from course_app import pace
-from course_app.sample_db import (
+from course_app.demos.sample_db import (
     CUSTOMERS,
     SENSORS,
     Order,
@@ -27,6 +26,7 @@ from course_app.sample_db import (
     reading_row,
     sync_engine,
 )
+from course_app.runtime import pace
 
 
 def test_create_database_fills_both_tables_with_the_same_rows_every_time(tmp_path: Path) -> None:

@@ -15,9 +15,8 @@ import pytest
 from fastapi import FastAPI
 from sse_starlette.sse import AppStatus
 
-from course_app import LessonServer, LessonServerError, serve
-from course_app.endless_demo import create_app
-from course_app.server import running_servers
+from course_app.demos.endless_demo import create_app
+from course_app.runtime import LessonServer, LessonServerError, running_servers, serve
 
 
 def endless_app() -> FastAPI:

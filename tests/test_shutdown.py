@@ -1,4 +1,4 @@
-"""course_app.shutdown: the server's shutdown signal, seen before the lifespan ends.
+"""course_app.streams.shutdown: the server's shutdown signal, seen before the lifespan ends.
 
 tests/test_07_shutdown.py shows it on a real uvicorn process and SIGTERM.
 """
@@ -13,7 +13,7 @@ from types import FrameType
 import pytest
 from sse_starlette.sse import AppStatus
 
-from course_app.shutdown import close_at_shutdown, shutdown_requested
+from course_app.streams import close_at_shutdown, shutdown_requested
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import pytest
 
-from course_app.stubs import StubMarkerError, make_stub
+from course_app.checking import StubMarkerError, make_stub
 
 SOLUTION = '''def double(x: int) -> int:
     """Twice x."""

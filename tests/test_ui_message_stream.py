@@ -1,4 +1,4 @@
-"""course_app.ui_message_stream: the AI SDK's chunks, their encoding, and the chat request.
+"""course_app.streams.ui_message_stream: the AI SDK's chunks, their encoding, and the chat request.
 
 The same protocol is checked against the SDK's own client code in test_13_ai_sdk_client.py.
 """
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from course_app import ui_message_stream as ui
+from course_app.streams import ui_message_stream as ui
 
 
 def test_chunks_carry_the_sdks_field_names() -> None:

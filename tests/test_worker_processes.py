@@ -1,4 +1,4 @@
-"""course_app.worker_processes: `uvicorn --workers 2` as a subprocess, stopped for good."""
+"""course_app.services.worker_processes: `uvicorn --workers 2` as a subprocess, stopped for good."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import httpx_sse
 import psutil
 import pytest
 
-from course_app.worker_processes import WorkerProcesses, WorkerProcessesError, start_workers
+from course_app.services import WorkerProcesses, WorkerProcessesError, start_workers
 
-APP = "course_app.broadcast_app:app"
+APP = "course_app.demos.broadcast_app:app"
 
 
 def gone(pid: int, timeout: float = 10.0) -> bool:
@@ -101,7 +101,7 @@ def test_workers_end_when_the_process_that_started_them_is_killed() -> None:
     script = textwrap.dedent(
         f"""
         import time
-        from course_app.worker_processes import start_workers
+        from course_app.services import start_workers
         workers = start_workers({APP!r}, name="orphan", workers=2)
         print(*[workers.pid, *workers.worker_pids], flush=True)
         time.sleep(60)

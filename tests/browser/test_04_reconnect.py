@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from course_app import LessonServer
-from course_app.exercise_loader import load_exercise
+from course_app.checking import load_exercise
+from course_app.runtime import LessonServer
 
 DONE = "document.getElementById('status').textContent === 'done'"
 

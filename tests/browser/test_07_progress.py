@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from course_app import LessonServer
-from course_app.exercise_loader import load_exercise
+from course_app.checking import load_exercise
+from course_app.runtime import LessonServer
 
 solution = load_exercise("07_progress_reporting", "solutions")
 

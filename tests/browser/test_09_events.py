@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from course_app import LessonServer
-from course_app.broadcast_app import create_app
-from course_app.redis_server import INSTALL_HINT, RedisServer, redis_binary
+from course_app.demos.broadcast_app import create_app
+from course_app.runtime import LessonServer
+from course_app.services import REDIS_HINT, RedisServer, redis_binary
 
 CONNECTED = "document.getElementById('status').textContent === 'connected'"
 
@@ -62,7 +62,7 @@ def test_a_bad_message_shows_the_422(server: LessonServer, page) -> None:
 
 def test_the_page_shows_redis_going_away_and_coming_back(page) -> None:
     if redis_binary() is None:
-        message = f"this test needs redis-server: {INSTALL_HINT}"
+        message = f"this test needs redis-server: {REDIS_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from course_app import LessonServer
-from course_app.nginx_proxy import INSTALL_HINT, NginxProxy, nginx_available
-from course_app.production_demo import create_app
+from course_app.demos.production_demo import create_app
+from course_app.runtime import LessonServer
+from course_app.services import NGINX_HINT, NginxProxy, nginx_available
 
 OPEN = "n => document.getElementById('open').textContent === String(n)"
 
@@ -20,7 +20,7 @@ OPEN = "n => document.getElementById('open').textContent === String(n)"
 def nginx() -> None:
     """Skips without nginx on a learner's machine; fails in CI, where it must run."""
     if not nginx_available():
-        message = f"this test needs nginx: {INSTALL_HINT}"
+        message = f"this test needs nginx: {NGINX_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

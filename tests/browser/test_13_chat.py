@@ -13,11 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from course_app import LessonServer, set_pace
-from course_app.exercise_loader import load_exercise
-from course_app.fake_openai import StreamStats, reply_to
+from course_app.checking import load_exercise
 from course_app.fake_openai import create_app as create_fake_llm
-from course_app.llm_settings import llm_settings
+from course_app.fake_openai import llm_settings
+from course_app.fake_openai.app import StreamStats, reply_to
+from course_app.runtime import LessonServer, set_pace
 
 ANSWER = "document.querySelector('#log .assistant:last-of-type')?.textContent ?? ''"
 

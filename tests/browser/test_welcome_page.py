@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from course_app import LessonServer
-from course_app.welcome_demo import create_app
+from course_app.demos.welcome_demo import create_app
+from course_app.runtime import LessonServer
 
 
 @pytest.fixture

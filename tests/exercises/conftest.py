@@ -14,10 +14,10 @@ from types import ModuleType
 
 import pytest
 
-from course_app.exercise_loader import load_exercise
+from course_app.checking import load_exercise
 
 # A learner's endless loop fails one test with a clear message instead of hanging the check.
-# `course check` sets a shorter one (course_app.checker.TEST_TIMEOUT) and stops at the first.
+# `course check` sets a shorter one (course_app.checking.checker.TEST_TIMEOUT) and stops at the first.
 EXERCISE_TEST_TIMEOUT = int(os.environ.get("COURSE_TEST_TIMEOUT", "30"))
 
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 
-from course_app import LessonServer
+from course_app.runtime import LessonServer
 
 
 async def cancel_and_wait(task: asyncio.Task) -> bool:

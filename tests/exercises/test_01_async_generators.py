@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from course_app import pace
+from course_app.runtime import pace
 
 from task_helpers import cancel_and_wait
 

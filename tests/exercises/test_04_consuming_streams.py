@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.testclient import TestClient
 from sse_starlette import EventSourceResponse
 
-from course_app import LessonServer
+from course_app.runtime import LessonServer
 
 # ---------------------------------------------------------------------------- the buffer
 

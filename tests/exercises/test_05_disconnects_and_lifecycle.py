@@ -13,7 +13,7 @@ import httpcore
 import httpx
 import pytest
 
-from course_app import LessonServer
+from course_app.runtime import LessonServer
 
 from task_helpers import cancel_and_wait, server_said
 

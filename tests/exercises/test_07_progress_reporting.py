@@ -25,7 +25,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from course_app import LessonServer
+from course_app.runtime import LessonServer
 
 from task_helpers import server_said
 

@@ -31,9 +31,9 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from course_app.sample_db import SENSORS, add_readings, async_engine, reading_row
-from course_app.sample_db import create_database as create_readings_database
-from course_app.server import LessonServer
+from course_app.demos.sample_db import SENSORS, add_readings, async_engine, reading_row
+from course_app.demos.sample_db import create_database as create_readings_database
+from course_app.runtime import LessonServer
 
 READINGS = 300  # 100 per sensor
 ALL_SENSORS = SENSORS  # attic, boiler, cellar, round-robin

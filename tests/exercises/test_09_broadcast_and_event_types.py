@@ -1,7 +1,7 @@
 """Lesson 09: the hub that disconnects slow subscribers and replays by id.
 
 The hub is tested on its own first (no network), then inside the lesson's app
-(``course_app.broadcast_app``) on a real server: 100 clients, a client that stops reading,
+(``course_app.demos.broadcast_app``) on a real server: 100 clients, a client that stops reading,
 and two app instances that share one Redis.
 """
 
@@ -22,10 +22,10 @@ import httpx
 import httpx_sse
 import pytest
 
-from course_app import LessonServer
-from course_app.broadcast_app import create_app
-from course_app.hub import Message, MissedEvents
-from course_app.redis_server import INSTALL_HINT, RedisServer, redis_binary
+from course_app.demos.broadcast_app import create_app
+from course_app.runtime import LessonServer
+from course_app.services import REDIS_HINT, RedisServer, redis_binary
+from course_app.streams import Message, MissedEvents
 
 T = TypeVar("T")
 
@@ -448,7 +448,7 @@ def test_a_stalled_client_is_cut_off_and_a_resuming_one_misses_nothing(
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
     if redis_binary() is None:
-        message = f"this check needs redis-server: {INSTALL_HINT}"
+        message = f"this check needs redis-server: {REDIS_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

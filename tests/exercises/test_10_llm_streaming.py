@@ -14,10 +14,10 @@ import httpx_sse
 import pytest
 from fastapi.testclient import TestClient
 
-from course_app import LessonServer
-from course_app.fake_openai import StreamStats
+from course_app.fake_openai import async_client, llm_settings
 from course_app.fake_openai import create_app as create_fake_llm
-from course_app.llm_settings import async_client, llm_settings
+from course_app.fake_openai.app import StreamStats
+from course_app.runtime import LessonServer
 
 # An answer that never ends by itself: "the client left before the end" holds at any pace.
 ENDLESS = "count forever"

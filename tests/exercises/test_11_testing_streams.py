@@ -1,7 +1,7 @@
 """Lesson 11: your tests pass against the correct news feed and catch every planted bug.
 
 The exercise module is a test module: its tests run in a pytest subprocess of their own,
-once against the correct feed and once per bug in ``course_app.news_feed.BUGS`` (the
+once against the correct feed and once per bug in ``course_app.demos.news_feed.BUGS`` (the
 ``COURSE_FEED_BUG`` variable picks it). A bug counts as caught when at least one of your
 tests fails against it, and only if all of them pass against the correct feed: a test that
 always fails would otherwise "catch" everything. Two bugs are planted where the wrong kind
@@ -20,8 +20,8 @@ from types import ModuleType
 import pytest
 from feed_bug_runs import BUGS_ENV, split_nodeid
 
-from course_app.news_feed import BUGS
-from course_app.pytest_report import run_reported
+from course_app.checking.pytest_report import run_reported
+from course_app.demos.news_feed import BUGS
 
 HERE = Path(__file__).resolve().parent  # feed_bug_runs.py, the plugin the runs load
 PYTHONPATH = [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep) if part]
@@ -37,7 +37,7 @@ pytestmark = pytest.mark.timeout(180)
 # Lines of one failing test's reason shown under its name (pytest's expected vs actual).
 REASON_LINES = 4
 # Two bugs are planted where a plausible but wrong kind of test cannot see them; when they
-# go uncaught, the check says why (course_app/news_feed.py explains how they are planted).
+# go uncaught, the check says why (course_app/demos/news_feed.py explains how they are planted).
 BLIND_SPOTS = {
     "heartbeat_as_event": [
         "A parser cannot tell them from comment heartbeats: httpx-sse gives the same empty",

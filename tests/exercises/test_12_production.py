@@ -14,8 +14,8 @@ from types import ModuleType
 import httpx
 import pytest
 
-from course_app import LessonServer
-from course_app.nginx_proxy import INSTALL_HINT, nginx_available, start_proxy
+from course_app.runtime import LessonServer
+from course_app.services import NGINX_HINT, nginx_available, start_proxy
 
 from task_helpers import server_said
 
@@ -31,7 +31,7 @@ def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
 
 def needs_nginx() -> None:
     if not nginx_available():
-        message = f"this test runs the stream through nginx: {INSTALL_HINT}"
+        message = f"this test runs the stream through nginx: {NGINX_HINT}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

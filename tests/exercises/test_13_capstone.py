@@ -22,13 +22,13 @@ import httpx_sse
 import pytest
 from fastapi.testclient import TestClient
 
-from course_app import LessonServer
-from course_app import ui_message_stream as ui
-from course_app.answer_streams import INTERNAL, SHUT_DOWN, STOPPED, AnswerInProgress
-from course_app.fake_openai import StreamStats
+from course_app.checking import live_server  # noqa: F401 (a fixture)
 from course_app.fake_openai import create_app as create_fake_llm
-from course_app.live_server import live_server  # noqa: F401 (a fixture)
-from course_app.llm_settings import llm_settings
+from course_app.fake_openai import llm_settings
+from course_app.fake_openai.app import StreamStats
+from course_app.runtime import LessonServer
+from course_app.streams import INTERNAL, SHUT_DOWN, STOPPED, AnswerInProgress
+from course_app.streams import ui_message_stream as ui
 
 from task_helpers import server_said
 

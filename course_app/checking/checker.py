@@ -1,0 +1,206 @@
+"""Check a learner's exercise: run its tests, print pass/fail per test and a hint.
+
+The same code serves ``course check NN`` in a terminal and ``check("NN")`` in a notebook
+cell. Tests run in a fresh ``python -m pytest`` subprocess, so an edited exercise file is
+re-imported every time and nothing a test does can crash or hang the notebook's kernel.
+In a notebook, :func:`check` never raises: "Run All" gets past an unsolved exercise.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from course_app.checking.exercise_loader import TARGET_ENV
+from course_app.checking.manifest import Lesson, UnknownLessonError, find_lesson, load_lessons
+from course_app.checking.pytest_report import MARKS, run_reported
+from course_app.runtime import course_root
+from course_app.runtime.pace import TEST_PACE
+
+# The whole run; one test gets TEST_TIMEOUT (an endless loop stops the run after the first).
+CHECK_TIMEOUT = 180.0
+TEST_TIMEOUT = 15
+TEST_TIMEOUT_ENV = "COURSE_TEST_TIMEOUT"
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    nodeid: str
+    label: str
+    outcome: str  # passed, failed, error, skipped, "not run" (after a timeout)
+    reason: str = ""
+    hint: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome == "passed"
+
+    @property
+    def lesson_number(self) -> str:
+        # tests/exercises/test_03_sse_protocol.py::test_x -> "03"
+        return Path(self.nodeid.split("::")[0]).name.removeprefix("test_")[:2]
+
+
+@dataclass
+class CheckResult:
+    lesson: Lesson
+    target: str
+    outcomes: list[TestOutcome] = field(default_factory=list)
+    problem: str = ""  # set when the tests could not run at all
+
+    @property
+    def passed(self) -> int:
+        return sum(o.passed for o in self.outcomes)
+
+    @property
+    def skipped(self) -> int:
+        return sum(o.outcome == "skipped" for o in self.outcomes)
+
+    @property
+    def ok(self) -> bool:
+        """Every check that ran passed: a check skipped for a missing tool (nginx, Redis,
+        Chromium) says so on its SKIP line and does not hold the learner back."""
+        return (
+            not self.problem
+            and self.passed > 0
+            and self.passed + self.skipped == len(self.outcomes)
+        )
+
+    def render(self, *, with_hint: bool = True) -> str:
+        lesson = self.lesson
+        lines = [f"Checking lesson {lesson.number} ({self.target}/{lesson.stem}.py)"]
+        if self.problem:
+            lines.append(f"  could not run the checks: {self.problem}")
+        reasons = {o.reason for o in self.outcomes if not o.passed}
+        import_failure = len(reasons) == 1 and "ExerciseImportError" in next(iter(reasons))
+        if import_failure:
+            lines.append(
+                "  "
+                + next(iter(reasons)).removeprefix(
+                    "course_app.checking.exercise_loader.ExerciseImportError: "
+                )
+            )
+        else:
+            for o in self.outcomes:
+                mark = MARKS.get(o.outcome, "FAIL")
+                lines.append(f"  {mark}  {o.label}")
+                if not o.passed and o.reason:
+                    lines.extend(f"        {line}" for line in o.reason.splitlines())
+        total = len(self.outcomes)
+        if self.ok and self.skipped:
+            lines.append(
+                f"{self.passed} of {total} checks pass and {self.skipped} could not run here"
+                " (see SKIP). Well done!"
+            )
+            return "\n".join(lines)
+        if self.ok:
+            lines.append(f"All {total} checks pass. Well done!")
+            return "\n".join(lines)
+        lines.append(f"{self.passed} of {total} checks pass.")
+        if not_run := sum(o.outcome == "not run" for o in self.outcomes):
+            lines.append(
+                f"{not_run} checks did not run: a check timed out, which usually means an"
+                " endless loop. Fix that one first."
+            )
+        if with_hint and self.outcomes:
+            lines.append(
+                f"Stuck? `course hint {lesson.number}` in a terminal, or"
+                f' hint("{lesson.number}") in a cell, gives hints for the failing checks.'
+            )
+        return "\n".join(lines)
+
+    def render_hints(self) -> str:
+        """Hints for the failing checks (each test's own), then the lesson's questions."""
+        lesson = self.lesson
+        lines = [f"Hints for lesson {lesson.number} ({lesson.title})"]
+        failing = [o for o in self.outcomes if not o.passed and o.outcome != "skipped"]
+        if self.problem:
+            lines.append(f"  (could not run the checks: {self.problem})")
+        elif self.ok:
+            lines.append("  Every check passes: nothing left to hint at. Compare with solutions/.")
+        elif len({o.reason for o in failing}) == 1 and "ExerciseImportError" in failing[0].reason:
+            lines.append("  Your file does not import yet; fix this first:")
+            lines.append("  " + failing[0].reason.removeprefix(
+                "course_app.checking.exercise_loader.ExerciseImportError: "
+            ))  # fmt: skip
+        seen: set[str] = set()
+        for o in failing:
+            if o.hint and o.hint not in seen:
+                seen.add(o.hint)
+                lines.append(f"\n  {o.label}")
+                lines.extend(f"    {line}" for line in o.hint.splitlines())
+        if lesson.hint:
+            lines.append("\nQuestions to guide the whole exercise:")
+            lines.extend(f"  {line}" for line in lesson.hint.splitlines())
+        return "\n".join(lines)
+
+
+def run_tests(
+    test_paths: list[Path], target: str, root: Path | None = None
+) -> tuple[list[TestOutcome], str]:
+    """Run pytest on ``test_paths`` against ``target``; returns outcomes and a problem text."""
+    # The suite's pace: every verdict the checker gives is one CI has proven.
+    env = {
+        TARGET_ENV: target,
+        "COURSE_PACE": str(TEST_PACE),
+        TEST_TIMEOUT_ENV: os.environ.get(TEST_TIMEOUT_ENV, str(TEST_TIMEOUT)),
+    }
+    rows, problem = run_reported(
+        ["-p", "no:hypothesispytest", *[str(p) for p in test_paths]],
+        cwd=root or course_root(),
+        env=env,
+        timeout=CHECK_TIMEOUT,
+    )
+    return [TestOutcome(**row) for row in rows], problem
+
+
+def run_check(lesson_ref: str | int, target: str = "exercises") -> CheckResult:
+    """Run one lesson's exercise tests; raises UnknownLessonError for a bad number."""
+    lesson = find_lesson(lesson_ref)
+    test_file = lesson.path("test")
+    if not test_file.exists():
+        return CheckResult(lesson, target, problem=f"no tests for lesson {lesson.number} yet")
+    outcomes, problem = run_tests([test_file], target)
+    return CheckResult(lesson, target, outcomes, problem)
+
+
+def check(lesson_ref: str | int, *, target: str = "exercises") -> None:
+    """Notebook check cell: print the result, never raise."""
+    try:
+        result = run_check(lesson_ref, target)
+    except UnknownLessonError as exc:
+        print(f"Cannot check: {exc}")
+        return
+    except Exception as exc:  # the check cell must never break "Run All"
+        print(f"Cannot check lesson {lesson_ref}: {type(exc).__name__}: {exc}")
+        return
+    print(result.render())
+
+
+def hint(lesson_ref: str | int, *, target: str = "exercises") -> None:
+    """Notebook hint cell: hints for the checks that fail now; never raises."""
+    try:
+        result = run_check(lesson_ref, target)
+    except UnknownLessonError as exc:
+        print(f"No hint: {exc}")
+        return
+    except Exception as exc:  # a hint cell must never break "Run All" either
+        print(f"No hint for lesson {lesson_ref}: {type(exc).__name__}: {exc}")
+        return
+    print(result.render_hints())
+
+
+def progress(target: str = "exercises") -> list[CheckResult]:
+    """Check every lesson in one pytest run."""
+    lessons = [lesson for lesson in load_lessons() if lesson.path("test").exists()]
+    outcomes, problem = run_tests([lesson.path("test") for lesson in lessons], target)
+    return [
+        CheckResult(
+            lesson,
+            target,
+            [o for o in outcomes if o.lesson_number == lesson.number],
+            problem,
+        )
+        for lesson in lessons
+    ]

@@ -1,0 +1,171 @@
+"""An offline, deterministic OpenAI-compatible server for the LLM lessons.
+
+It speaks the real wire formats, so the official ``openai`` SDK talks to it over HTTP:
+``POST /v1/chat/completions``, ``POST /v1/responses`` (both streamed or not) and
+``GET /v1/models``. One concern per module:
+
+- :mod:`course_app.fake_openai.requests`: what a request may hold; the API's error shape;
+- :mod:`course_app.fake_openai.script`: the scripted answers ("hello", "count to N",
+  "count forever", anything else is echoed), their pace, and :class:`StreamStats`;
+- :mod:`course_app.fake_openai.faults`: faults on request (429, 500, slow, an error frame,
+  malformed JSON, a body that ends early, a dropped connection);
+- :mod:`course_app.fake_openai.chat` and :mod:`course_app.fake_openai.responses`: the two
+  wire formats.
+
+``app.state.streams`` counts started, finished, failed and cancelled streams: a relay that
+stops the upstream when its own client leaves shows up there as ``cancelled``.
+
+    server = serve(create_app(), name="fake-openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="course")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from course_app.fake_openai.chat import chat_chunks, chat_completion
+from course_app.fake_openai.faults import FAULTS, early_fault, quiet_drops
+from course_app.fake_openai.requests import (
+    api_error,
+    json_body,
+    parse_chat,
+    parse_responses,
+    refusal,
+)
+from course_app.fake_openai.responses import final_status, response_events, response_object
+from course_app.fake_openai.script import (
+    CREATED,
+    MODELS,
+    Plan,
+    StreamStats,
+    collect,
+    event_stream,
+    make_plan,
+    reply_to,
+    text_of,
+    tokenize,
+)
+from course_app.streams import BodyRefused, guard_requests
+
+__all__ = ["FAULTS", "MODELS", "StreamStats", "create_app", "reply_to", "tokenize"]
+
+MAX_BODY = 4 * 1024 * 1024  # bytes: room for the longest chat lesson 10 or 13 forwards
+
+
+def _split_model(model: str, header_fault: str | None) -> tuple[str, str | None] | JSONResponse:
+    """``course-mini@drop`` -> ``("course-mini", "drop")``; the header wins over the suffix."""
+    base, _, suffix = model.partition("@")
+    fault = header_fault or suffix or None
+    if base not in MODELS:
+        return api_error(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+    if fault is not None and fault not in FAULTS:
+        return api_error(
+            400, f"Unknown fault {fault!r}; use one of: {', '.join(FAULTS)}.", param="model"
+        )
+    return base, fault
+
+
+def _unfinished(plan: Plan) -> JSONResponse:
+    if plan.endless:
+        return api_error(
+            400,
+            "'count forever' never ends: stream it (stream=true) or set a token limit.",
+            code="endless_answer",
+        )
+    return api_error(500, f"The fake model failed (fault '{plan.fault}').", type="server_error")
+
+
+def create_app() -> FastAPI:
+    """The fake OpenAI API as a FastAPI app; serve it with :func:`course_app.serve`."""
+    quiet_drops()
+    app = FastAPI(
+        title="Fake OpenAI-compatible API (course_app)",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.streams = StreamStats()
+    # The API's limits: 413 for a body too large, 400 for one that is not JSON, its shape.
+    guard_requests(app, max_body=MAX_BODY, bad_json_status=400, answer=refusal)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own 404/405 are {"detail": ...}: answer in the API's error shape instead.
+        if isinstance(exc, BodyRefused):
+            return refusal(exc)
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        return api_error(exc.status_code, message, headers=exc.headers)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        data = [
+            {"id": m, "object": "model", "created": CREATED, "owned_by": "course"} for m in MODELS
+        ]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body = await json_body(request)
+        chat = body if isinstance(body, JSONResponse) else parse_chat(body)
+        if isinstance(chat, JSONResponse):
+            return chat
+        split = _split_model(chat.model, request.headers.get("x-fake-fault"))
+        if isinstance(split, JSONResponse):
+            return split
+        model, fault = split
+        if early := early_fault(fault):
+            return early
+        users = [m for m in chat.messages if m.role == "user"]
+        prompt = text_of(users[-1].content) if users else ""
+        context = " ".join(text_of(m.content) for m in chat.messages)
+        limit = chat.max_completion_tokens or chat.max_tokens
+        plan = make_plan(chat, model, fault, prompt, context, limit)
+        stats: StreamStats = app.state.streams
+        if chat.stream:
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+            return event_stream(chat_chunks(plan, include_usage, stats))
+        text = None if plan.endless else await collect(plan, stats)
+        if text is None:
+            return _unfinished(plan)
+        return JSONResponse(chat_completion(plan, text))
+
+    @app.post("/v1/responses")
+    async def responses(request: Request) -> Response:
+        body = await json_body(request)
+        req = body if isinstance(body, JSONResponse) else parse_responses(body)
+        if isinstance(req, JSONResponse):
+            return req
+        split = _split_model(req.model, request.headers.get("x-fake-fault"))
+        if isinstance(split, JSONResponse):
+            return split
+        model, fault = split
+        if early := early_fault(fault):
+            return early
+        if isinstance(req.input, str):
+            prompt = context = req.input
+        else:
+            users = [item for item in req.input if item.get("role") == "user"]
+            prompt = text_of(users[-1].get("content")) if users else ""
+            context = " ".join(text_of(item.get("content")) for item in req.input)
+        context = f"{req.instructions or ''} {context}"
+        echo = {"instructions": req.instructions, "max_output_tokens": req.max_output_tokens}
+        plan = make_plan(req, model, fault, prompt, context, req.max_output_tokens, echo)
+        stats: StreamStats = app.state.streams
+        if req.stream:
+            return event_stream(response_events(plan, stats))
+        text = None if plan.endless else await collect(plan, stats)
+        if text is None:
+            return _unfinished(plan)
+        return JSONResponse(response_object(plan, final_status(plan), text))
+
+    return app

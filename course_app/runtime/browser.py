@@ -1,0 +1,72 @@
+"""Debian's Chromium, driven by Playwright, for lesson cells (never a downloaded browser).
+
+    browser = await open_chromium()     # None when Chromium is not installed
+    page = await browser.new_page()
+    ...
+    await close_chromium()              # also closes the one a previous run opened
+
+A notebook cell can ``await`` these: Playwright's async API runs on the kernel's own loop.
+Re-running the cell closes the browser the previous run opened, so none piles up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+CHROMIUM_HINT = "install it: sudo apt-get install chromium (or set COURSE_CHROMIUM to its path)"
+# Without these, Chromium reaches for Google's services, which an offline machine refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+_open: list[Any] = []  # [playwright, browser] of the browser this process opened last
+
+
+def chromium_path() -> str | None:
+    """``$COURSE_CHROMIUM``, Debian's Chromium, or a ``chromium`` on the PATH; else None."""
+    configured = os.environ.get("COURSE_CHROMIUM")
+    if configured:
+        return configured if Path(configured).exists() else None
+    return next((c for c in CHROMIUM_CANDIDATES if Path(c).exists()), None) or shutil.which(
+        "chromium"
+    )
+
+
+async def open_chromium() -> Any | None:
+    """A headless Chromium (Playwright's async ``Browser``), or None without Chromium."""
+    await close_chromium()
+    path = chromium_path()
+    if path is None:
+        return None
+    from playwright.async_api import async_playwright
+
+    playwright = await async_playwright().start()
+    try:
+        browser = await playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+    except BaseException:
+        await playwright.stop()
+        raise
+    _open[:] = [playwright, browser]
+    return browser
+
+
+async def close_chromium() -> None:
+    """Close the browser :func:`open_chromium` opened last, if any."""
+    if not _open:
+        return
+    playwright, browser = _open
+    _open.clear()
+    try:
+        await browser.close()
+    finally:
+        await playwright.stop()
