@@ -33,6 +33,21 @@ def test_open_chromium_without_chromium_is_none(monkeypatch: pytest.MonkeyPatch)
     assert asyncio.run(browser.open_chromium()) is None
 
 
+def test_chromium_is_found_where_macos_puts_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On macOS the browser is an app bundle, not on the PATH: the lookup finds it there."""
+    app = tmp_path / "Chromium.app/Contents/MacOS/Chromium"
+    app.parent.mkdir(parents=True)
+    app.write_text("")
+    monkeypatch.delenv("COURSE_CHROMIUM", raising=False)
+    monkeypatch.setattr(browser, "MACOS_CANDIDATES", (str(app),))
+    monkeypatch.setattr(browser.shutil, "which", lambda name: None)
+    assert browser.chromium_path(platform="darwin") == str(app)
+    assert browser.chromium_path(platform="linux") in (None, *browser.LINUX_CANDIDATES)
+    assert "brew install --cask chromium" in browser.MACOS_HINT
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -1,4 +1,5 @@
-"""Debian's Chromium, driven by Playwright, for lesson cells (never a downloaded browser).
+"""The system's Chromium (or Chrome), driven by Playwright, for lesson cells (never a
+downloaded browser): Debian's package, or on macOS the usual app locations.
 
     browser = await open_chromium()     # None when Chromium is not installed
     page = await browser.new_page()
@@ -13,11 +14,25 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-CHROMIUM_HINT = "install it: sudo apt-get install chromium (or set COURSE_CHROMIUM to its path)"
+# Where each system's package puts the browser; then these names on the PATH.
+LINUX_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+MACOS_CANDIDATES = (
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",  # brew install --cask chromium
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+    str(Path.home() / "Applications/Chromium.app/Contents/MacOS/Chromium"),
+    str(Path.home() / "Applications/Google Chrome.app/Contents/MacOS/Google Chrome"),
+)
+PATH_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+LINUX_HINT = "install it: sudo apt-get install chromium (or set COURSE_CHROMIUM to its path)"
+MACOS_HINT = (
+    "install it: brew install --cask chromium, or Google Chrome from google.com/chrome "
+    "(or set COURSE_CHROMIUM to the browser's executable)"
+)
+CHROMIUM_HINT = MACOS_HINT if sys.platform == "darwin" else LINUX_HINT
 # Without these, Chromium reaches for Google's services, which an offline machine refuses.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -32,14 +47,14 @@ CHROMIUM_ARGS = [
 _open: list[Any] = []  # [playwright, browser] of the browser this process opened last
 
 
-def chromium_path() -> str | None:
-    """``$COURSE_CHROMIUM``, Debian's Chromium, or a ``chromium`` on the PATH; else None."""
+def chromium_path(platform: str = sys.platform) -> str | None:
+    """``$COURSE_CHROMIUM``, the system's Chromium or Chrome, or one on the PATH; else None."""
     configured = os.environ.get("COURSE_CHROMIUM")
     if configured:
         return configured if Path(configured).exists() else None
-    return next((c for c in CHROMIUM_CANDIDATES if Path(c).exists()), None) or shutil.which(
-        "chromium"
-    )
+    candidates = MACOS_CANDIDATES if platform == "darwin" else LINUX_CANDIDATES
+    found = next((c for c in candidates if Path(c).exists()), None)
+    return found or next((p for name in PATH_NAMES if (p := shutil.which(name))), None)
 
 
 async def open_chromium() -> Any | None:
