@@ -45,7 +45,7 @@ def test_chromium_is_found_where_macos_puts_it(
     monkeypatch.setattr(browser.shutil, "which", lambda name: None)
     assert browser.chromium_path(platform="darwin") == str(app)
     assert browser.chromium_path(platform="linux") in (None, *browser.LINUX_CANDIDATES)
-    assert "brew install --cask chromium" in browser.MACOS_HINT
+    assert "brew install --cask google-chrome" in browser.MACOS_HINT
 
 
 def _free_port() -> int:

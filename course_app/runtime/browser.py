@@ -21,16 +21,16 @@ from typing import Any
 # Where each system's package puts the browser; then these names on the PATH.
 LINUX_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 MACOS_CANDIDATES = (
-    "/Applications/Chromium.app/Contents/MacOS/Chromium",  # brew install --cask chromium
-    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",  # brew install --cask google-chrome
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
     str(Path.home() / "Applications/Chromium.app/Contents/MacOS/Chromium"),
     str(Path.home() / "Applications/Google Chrome.app/Contents/MacOS/Google Chrome"),
 )
 PATH_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 LINUX_HINT = "install it: sudo apt-get install chromium (or set COURSE_CHROMIUM to its path)"
 MACOS_HINT = (
-    "install it: brew install --cask chromium, or Google Chrome from google.com/chrome "
-    "(or set COURSE_CHROMIUM to the browser's executable)"
+    "install Google Chrome: brew install --cask google-chrome "
+    "(or set COURSE_CHROMIUM to a Chromium-based browser's executable)"
 )
 CHROMIUM_HINT = MACOS_HINT if sys.platform == "darwin" else LINUX_HINT
 # Without these, Chromium reaches for Google's services, which an offline machine refuses.
