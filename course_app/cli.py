@@ -228,6 +228,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+def _cmd_guide(args: argparse.Namespace) -> int:
+    from course_app.checking.field_guide import main as guide
+
+    return guide(args.words)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="course", description="Streaming & SSE with FastAPI")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -253,6 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--solution", action="store_true", help="serve the reference solution's app")
     add("lab", _cmd_lab, "open JupyterLab at lesson 00 (other options go to JupyterLab)")
+    p = add("guide", _cmd_guide, "search the field guide: from a symptom to the cell that fixes it")
+    p.add_argument("words", nargs="*", help='words or a "quoted phrase" from the symptom or error')
     add("verify", _cmd_verify, "developer check: solutions pass, stubs fail, stubs in sync")
     return parser
 
@@ -271,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `course guide | head` closed the pipe: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
