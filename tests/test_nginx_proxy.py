@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import subprocess
 import time
@@ -76,16 +77,19 @@ def nginx_pids() -> set[int]:
 def test_proxies_and_stops_leaving_nothing_behind(server: LessonServer) -> None:
     before = nginx_pids()
     with NginxProxy(server, name="t-basic") as proxy:
-        assert proxy.url.startswith("http://127.0.0.1:")
-        assert httpx.get(proxy.url + "/hello").json() == {"hello": "world"}
+        url = proxy.url
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(url + "/hello").json() == {"hello": "world"}
         assert nginx_pids() - before, "nginx should be running"
         folder = proxy.config  # the config shows <tmp>, never the machine's path
         assert "<tmp>/access.log" in folder
         assert '200 "GET /hello HTTP/1.1"' in logged(proxy)[-1]
-    assert not proxy.running
+    assert not proxy.running and repr(proxy) == "<NginxProxy 't-basic' stopped>"
     assert nginx_pids() - before == set(), "nginx (master or worker) was left running"
     with pytest.raises(httpx.ConnectError):
-        httpx.get(proxy.url + "/hello", timeout=1)
+        httpx.get(url + "/hello", timeout=1)
+    with pytest.raises(NginxError, match=r"^nginx proxy 't-basic': not running$"):
+        proxy.url  # noqa: B018 - a stopped proxy has no address to hand out
 
 
 def test_same_name_replaces_the_previous_proxy(server: LessonServer) -> None:
@@ -206,6 +210,41 @@ def test_bad_config_is_a_one_line_error(server: LessonServer) -> None:
     with pytest.raises(NginxError, match=r'unknown directive "bogus" in <tmp>/nginx.conf:\d+$'):
         start_proxy(server, name="t-bad", extra="bogus on;")
     assert "t-bad" not in [p.name for p in running_proxies()]
+
+
+def test_a_port_taken_since_it_was_chosen_is_retried_on_a_fresh_one(server: LessonServer) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()  # accepts connections: only nginx's own word says it is ready
+        taken = holder.getsockname()[1]
+        ports = iter([taken])
+
+        class Unlucky(NginxProxy):
+            def _choose_ports(self, fresh: bool) -> None:
+                super()._choose_ports(fresh)
+                self.port = next(ports, self.port)
+
+        with Unlucky(server, name="t-unlucky") as proxy:
+            assert proxy.port != taken, "nginx was taken as ready on another program's port"
+            assert httpx.get(proxy.url + "/hello").json() == {"hello": "world"}
+
+
+def test_a_taken_port_on_restart_is_a_one_line_error(server: LessonServer) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        proxy = NginxProxy(server, name="t-busy")
+        proxy.port = taken  # as on a restart: the port is fixed
+        try:
+            with pytest.raises(NginxError) as caught:
+                proxy.start()
+        finally:
+            proxy.stop()
+    assert str(caught.value) == (
+        f"nginx proxy 't-busy' failed to start: bind() to 127.0.0.1:{taken}"
+        " failed (98: Address already in use)"
+    )
 
 
 def test_missing_nginx_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

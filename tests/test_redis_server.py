@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -159,16 +160,18 @@ def test_redis_ends_when_the_process_that_started_it_is_killed() -> None:
         """
         import sys, time
         from course_app.services import start_redis
-        print(start_redis(name="orphan").pid, flush=True)
+        redis_server = start_redis(name="orphan")
+        print(redis_server.pid, redis_server._dir, flush=True)
         time.sleep(60)
         """
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
-        pid = int(child.stdout.readline())
-        assert not gone(pid, timeout=0.1)
+        pid, folder = child.stdout.readline().split()
+        assert not gone(int(pid), timeout=0.1)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(5)
-    assert gone(pid)
+    assert gone(int(pid))
+    shutil.rmtree(folder)  # what atexit would have removed, had the process had the chance

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,16 +104,18 @@ def test_workers_end_when_the_process_that_started_them_is_killed() -> None:
         import time
         from course_app.services import start_workers
         workers = start_workers({APP!r}, name="orphan", workers=2)
-        print(*[workers.pid, *workers.worker_pids], flush=True)
+        print(workers._dir, *[workers.pid, *workers.worker_pids], flush=True)
         time.sleep(60)
         """
     )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None
-        pids = [int(p) for p in child.stdout.readline().split()]
+        folder, *numbers = child.stdout.readline().split()
+        pids = [int(p) for p in numbers]
         assert len(pids) == 3
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(5)
     assert all(gone(pid) for pid in pids)
+    shutil.rmtree(folder)  # what atexit would have removed, had the process had the chance

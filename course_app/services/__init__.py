@@ -8,6 +8,7 @@ from course_app._exports import lazy_exports
 
 EXPORTS = {
     "child_process": ["free_port", "parent_death_hook", "stop_process_group"],
+    "managed_process": ["ManagedProcess"],
     "redis_server": [
         "REDIS_HINT",
         "PoolExhausted",

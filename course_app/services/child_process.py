@@ -1,16 +1,15 @@
-"""Child processes that do not outlive the lesson: free ports, the parent-death signal, stops.
+"""The primitives that keep child programs from piling up: free ports, the parent-death signal, stops.
 
-:mod:`course_app.services.redis_server` and :mod:`course_app.services.worker_processes` start real programs
-(``redis-server``, ``uvicorn --workers 2``). Three things keep them from piling up:
+:class:`course_app.services.managed_process.ManagedProcess` builds the course's one lifecycle
+from them (re-run safe by name, stopped at exit); benchmarks use them directly:
 
-- each helper stops the one it started before with the same name, and all of them at
-  interpreter exit (``atexit``);
-- on Linux, the child is told to end when the thread that started it dies
-  (``PR_SET_PDEATHSIG``), which covers what ``atexit`` cannot: a kernel killed with
-  SIGKILL, a test run killed on a timeout. Start them from a thread that lives as long as
+- :func:`free_port`: a loopback port to start a program on;
+- :func:`parent_death_hook`: on Linux, the child is told to end when the thread that started
+  it dies (``PR_SET_PDEATHSIG``), which covers what ``atexit`` cannot: a kernel killed with
+  SIGKILL, a test run killed on a timeout. Start children from a thread that lives as long as
   they should (a notebook's or a test's main thread);
-- :func:`stop_process_group` ends a program *and* the processes it forked (uvicorn's
-  workers), first politely (SIGTERM), then for sure (SIGKILL).
+- :func:`stop_process_group`: ends a program *and* the processes it forked (uvicorn's
+  workers, nginx's worker), first politely (SIGTERM), then for sure (SIGKILL).
 """
 
 from __future__ import annotations

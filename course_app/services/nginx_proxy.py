@@ -14,34 +14,29 @@ loopback ports only: plain HTTP/1.1 on :attr:`NginxProxy.url`, and with ``http2=
 TLS + HTTP/2 on :attr:`NginxProxy.https_url`.
 
 Nothing is left behind: a proxy of the same name is stopped before a new one starts, every
-proxy is stopped at interpreter exit, and on Linux nginx is told to end if the process
-that started it dies (``PR_SET_PDEATHSIG``; start proxies from a thread that lives as long
-as they do, such as a notebook's or a test's main thread).
+proxy is stopped at interpreter exit, and on Linux nginx is told to end if the thread that
+started it dies (:mod:`course_app.services.managed_process`; start proxies from a thread
+that lives as long as they do, such as a notebook's or a test's main thread).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from course_app.services.child_process import free_port, parent_death_hook
+from course_app.services.child_process import free_port
+from course_app.services.managed_process import OUTPUT, ManagedProcess, find_program
 
 NGINX_HINT = "install it: sudo apt-get install nginx"
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx")
-
-_registry: dict[str, NginxProxy] = {}
-_registry_lock = threading.Lock()
-_atexit_registered = False
 
 
 class NginxError(RuntimeError):
@@ -58,11 +53,7 @@ class _HasPort(Protocol):
 
 def nginx_binary() -> str | None:
     """The nginx executable (``$COURSE_NGINX``, then the usual places), or None."""
-    configured = os.environ.get("COURSE_NGINX")
-    if configured:
-        return configured if Path(configured).exists() else None
-    found = shutil.which("nginx")
-    return found or next((c for c in NGINX_CANDIDATES if Path(c).exists()), None)
+    return find_program("nginx", "COURSE_NGINX", *NGINX_CANDIDATES)
 
 
 def nginx_available() -> bool:
@@ -121,8 +112,15 @@ def _upstream_address(upstream: str | int | _HasPort) -> str:
     return f"127.0.0.1:{upstream.port}"
 
 
-class NginxProxy:
-    """One nginx master (+ one worker) reverse-proxying to one upstream."""
+class NginxProxy(ManagedProcess):
+    """One nginx master (+ one worker) reverse-proxying to one upstream.
+
+    ``url`` is ``http://127.0.0.1:<port>``: HTTP/1.1 through nginx.
+    """
+
+    kind = "nginx proxy"
+    folder_prefix = "nginx"
+    error = NginxError
 
     def __init__(
         self,
@@ -132,27 +130,12 @@ class NginxProxy:
         startup_timeout: float = 10.0,
         **options: Any,
     ) -> None:
-        self.name = name
+        super().__init__(name=name, startup_timeout=startup_timeout)
         self.upstream = _upstream_address(upstream)
         self.options = _checked(ProxyOptions(**options))
-        self.startup_timeout = startup_timeout
-        self.port: int | None = None
         self.tls_port: int | None = None
-        self._dir: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
 
     # -- what a lesson reads -------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:<port>``: HTTP/1.1 through nginx."""
-        if self.port is None:
-            raise NginxError(f"nginx proxy {self.name!r} has not started")
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def https_url(self) -> str:
@@ -167,10 +150,6 @@ class NginxProxy:
         if self._dir is None or not (self._dir / "cert.pem").exists():
             raise NginxError(f"nginx proxy {self.name!r} has no certificate: use http2=True")
         return self._dir / "cert.pem"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     @property
     def config(self) -> str:
@@ -190,11 +169,6 @@ class NginxProxy:
 
     def error_log(self) -> list[str]:
         return self._read("error.log")
-
-    def _read(self, name: str) -> list[str]:
-        if self._dir is None or not (self._dir / name).exists():
-            return []
-        return (self._dir / name).read_text(errors="replace").splitlines()
 
     # -- the config ----------------------------------------------------------------------------
 
@@ -268,42 +242,27 @@ http {{
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> NginxProxy:
-        """Start nginx; returns once its port accepts connections."""
-        if self.running:
-            return self
-        binary = require_nginx()
-        with _registry_lock:
-            previous = _registry.get(self.name)
-        if previous is not None and previous is not self:
-            previous.stop()
-        if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix=f"course-nginx-{self.name}-"))
-            if os.geteuid() == 0:
-                # As root, nginx's worker runs as `nobody`: let it reach its temp folders.
-                self._dir.chmod(0o711)
+    def _program(self) -> str:
+        return require_nginx()
+
+    def _prepare(self) -> None:
+        assert self._dir is not None
+        if os.geteuid() == 0:
+            # As root, nginx's worker runs as `nobody`: let it reach its temp folders.
+            self._dir.chmod(0o711)
         if self.options.http2 and not (self._dir / "cert.pem").exists():
             self._make_certificate()
-        fixed_ports = self.port is not None
-        for attempt in range(3):
-            if not fixed_ports:
-                self.port = free_port()
-                self.tls_port = free_port() if self.options.http2 else None
-            elif self.options.http2 and self.tls_port is None:
-                self.tls_port = free_port()
-            try:
-                self._launch(binary)
-                break
-            except NginxError as error:
-                if "Address already in use" not in str(error) or attempt == 2:
-                    self._cleanup_dir()
-                    raise
-                if fixed_ports:  # a restart: the old socket may linger for a moment
-                    time.sleep(0.2)
-        with _registry_lock:
-            _registry[self.name] = self
-        _register_atexit()
-        return self
+
+    def _choose_ports(self, fresh: bool) -> None:
+        super()._choose_ports(fresh)
+        if not self.options.http2:
+            self.tls_port = None
+        elif fresh or self.tls_port is None:  # restart(http2=True) adds a TLS port
+            self.tls_port = free_port()
+
+    def _release_ports(self) -> None:
+        super()._release_ports()
+        self.tls_port = None
 
     def _make_certificate(self) -> None:
         assert self._dir is not None
@@ -320,46 +279,40 @@ http {{
         if done.returncode != 0:
             raise NginxError(f"openssl could not make a certificate: {done.stderr.strip()}")
 
-    def _launch(self, binary: str) -> None:
+    def _command(self, program: str) -> list[str]:
         assert self._dir is not None
         folder = self._dir
         (folder / "nginx.conf").write_text(self._render(folder))
         for stale in ("error.log", "nginx.pid"):
             (folder / stale).unlink(missing_ok=True)
-        command = [
-            binary,
+        return [
+            program,
             "-p", f"{folder}/",
             "-c", str(folder / "nginx.conf"),
             "-e", str(folder / "error.log"),
             "-g", f"daemon off; pid {folder}/nginx.pid;",
         ]  # fmt: skip
-        with open(folder / "stderr.log", "wb") as stderr:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                preexec_fn=parent_death_hook(),
-            )
-        deadline = time.monotonic() + self.startup_timeout
-        ports = [p for p in (self.port, self.tls_port) if p]
-        while not all(_accepts(p) for p in ports):
-            if self._process.poll() is not None:
-                self._process = None
-                raise NginxError(f"nginx proxy {self.name!r} failed to start: {self._why()}")
-            if time.monotonic() > deadline:
-                self._kill()
-                raise NginxError(
-                    f"nginx proxy {self.name!r} did not start within {self.startup_timeout} s"
-                )
-            time.sleep(0.01)
+
+    def _ready(self) -> bool:
+        # nginx writes its pid file once it has bound every port: before that, a port that
+        # accepts may be another program's (a port taken since free_port() chose it).
+        assert self._dir is not None
+        ports = [port for port in (self.port, self.tls_port) if port]
+        return (self._dir / "nginx.pid").exists() and all(_accepts(port) for port in ports)
 
     def _why(self) -> str:
-        lines = self.error_log() + self._read("stderr.log")
-        serious = [line for line in lines if "[emerg]" in line or "[alert]" in line]
+        lines = self.error_log() + self._read(OUTPUT)
+        # A taken port: "bind() to ... failed (98: Address already in use)", retried for 2 s,
+        # then "still could not bind()", which does not say why.
+        serious = [
+            line
+            for line in lines
+            if ("[emerg]" in line or "[alert]" in line) and "still could not bind" not in line
+        ]
         last = (serious or lines or ["nginx exited at once"])[-1]
-        if "] " in last:  # "2026/11/28 08:14:30 [emerg] 3803#3803: the message"
-            last = last.split("] ", 1)[-1].split(": ", 1)[-1]
+        # The error log says "2026/11/28 08:14:30 [emerg] 3803#3803: the message", the
+        # output "nginx: [emerg] the message": keep the message.
+        last = re.sub(r"^.*?\[\w+\] (\d+#\d+: )?", "", last)
         return last.replace(str(self._dir), "<tmp>") if self._dir else last
 
     def reload(self, **changes: Any) -> NginxProxy:
@@ -369,7 +322,7 @@ http {{
         ``worker_shutdown_timeout`` runs out; ports cannot change.
         """
         if not self.running or self._dir is None or self._process is None:
-            raise NginxError(f"nginx proxy {self.name!r} is not running")
+            raise NginxError(f"{self.label}: not running")
         new = _checked(replace(self.options, **changes))
         if new.http2 != self.options.http2:
             raise NginxError("http2 cannot change on reload: use restart(http2=...)")
@@ -384,58 +337,24 @@ http {{
         while time.monotonic() < deadline:
             news = self.error_log()[before:]
             if any("[emerg]" in line for line in news):
-                raise NginxError(f"nginx proxy {self.name!r} refused the new config: {self._why()}")
+                raise NginxError(f"{self.label} refused the new config: {self._why()}")
             started = any("start worker process" in line for line in news)
             if started and any("gracefully shutting down" in line for line in news):
                 return self
             time.sleep(0.01)
-        raise NginxError(
-            f"nginx proxy {self.name!r} did not reload within {self.startup_timeout} s"
-        )
+        raise NginxError(f"{self.label} did not reload within {self.startup_timeout} s")
 
     def restart(self, **changes: Any) -> NginxProxy:
         """Stop nginx (open connections are cut) and start it again on the same ports."""
         if changes:
             self.options = _checked(replace(self.options, **changes))
-        self._kill()
-        return self.start()
+        return super().restart()
 
-    def stop(self) -> None:
-        """Stop nginx at once (open connections are cut) and remove its folder."""
-        self._kill()
-        self._cleanup_dir()
-        with _registry_lock:
-            if _registry.get(self.name) is self:
-                del _registry[self.name]
-
-    def _kill(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()  # SIGTERM: nginx's fast shutdown, workers included
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-    def _cleanup_dir(self) -> None:
-        folder, self._dir = self._dir, None
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def __enter__(self) -> NginxProxy:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
+    def _summary(self) -> str:
         if not self.running:
-            return f"<NginxProxy {self.name!r} stopped>"
+            return "stopped"
         extra = f" and {self.https_url} (HTTP/2)" if self.tls_port else ""
-        return f"<NginxProxy {self.name!r} {self.url}{extra} -> {self.upstream}>"
+        return f"{self.url}{extra} -> {self.upstream}"
 
 
 def _accepts(port: int) -> bool:
@@ -457,22 +376,12 @@ def start_proxy(
 
 
 def running_proxies() -> list[NginxProxy]:
-    with _registry_lock:
-        return [p for p in _registry.values() if p.running]
+    return NginxProxy.running_ones()
 
 
 def stop_all_proxies() -> None:
-    with _registry_lock:
-        proxies = list(_registry.values())
-    for proxy in proxies:
-        proxy.stop()
-
-
-def _register_atexit() -> None:
-    global _atexit_registered
-    if not _atexit_registered:
-        atexit.register(stop_all_proxies)
-        _atexit_registered = True
+    """Stop every nginx this process started (done at interpreter exit too)."""
+    NginxProxy.stop_all()
 
 
 __all__ = [

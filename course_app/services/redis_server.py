@@ -10,24 +10,15 @@
 in a temporary folder; it listens on 127.0.0.1 only. ``stop(keep_data=True)`` then
 ``start()``, or :meth:`RedisServer.restart`, keep the port and the data, as a restarted
 production Redis with ``appendonly yes`` would, so a lesson can show an app surviving Redis
-going away. Nothing is left behind: a server of the
-same name is stopped before a new one starts, every server is stopped at interpreter exit,
-and on Linux ``redis-server`` ends when the thread that started it dies
-(:mod:`course_app.services.child_process`).
+going away. Nothing is left behind: a server of the same name is stopped before a new one
+starts, every server is stopped at interpreter exit, and on Linux ``redis-server`` ends when
+the thread that started it dies (:mod:`course_app.services.managed_process`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import os
-import shutil
 import socket
-import subprocess
-import tempfile
-import threading
-import time
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
@@ -35,14 +26,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import MaxConnectionsError
 
-from course_app.services.child_process import free_port, parent_death_hook
+from course_app.services.managed_process import OUTPUT, ManagedProcess, find_program
 
 REDIS_HINT = "install it: sudo apt-get install redis-server"
 BINARY_ENV = "COURSE_REDIS_SERVER"  # a redis-server binary elsewhere than on the PATH
-
-_registry: dict[str, RedisServer] = {}
-_registry_lock = threading.Lock()
-_atexit_registered = False
 
 
 class RedisServerError(RuntimeError):
@@ -55,10 +42,7 @@ class RedisMissing(RedisServerError):
 
 def redis_binary() -> str | None:
     """The redis-server executable (``$COURSE_REDIS_SERVER``, then the PATH), or None."""
-    configured = os.environ.get(BINARY_ENV)
-    if configured:
-        return configured if Path(configured).exists() else None
-    return shutil.which("redis-server")
+    return find_program("redis-server", BINARY_ENV)
 
 
 def require_redis() -> str:
@@ -69,86 +53,47 @@ def require_redis() -> str:
     return binary
 
 
-class RedisServer:
+class RedisServer(ManagedProcess):
     """One ``redis-server`` process for one lesson (or test)::
 
     with RedisServer(name="test") as redis_server:
         ... redis_server.url ...
+
+    ``url`` is ``redis://127.0.0.1:<port>/0``, for ``redis.asyncio.Redis.from_url``.
     """
 
+    kind = "redis server"
+    folder_prefix = "redis"
+    scheme = "redis"
+    url_path = "/0"
+    error = RedisServerError
+
     def __init__(self, *, name: str = "redis", startup_timeout: float = 10.0) -> None:
-        self.name = name
-        self.startup_timeout = startup_timeout
-        self.port: int | None = None
-        self._dir: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-
-    # -- what a lesson reads -------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``, for ``redis.asyncio.Redis.from_url``."""
-        if self.port is None:
-            raise RedisServerError(f"redis server {self.name!r} has not started")
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        super().__init__(name=name, startup_timeout=startup_timeout)
 
     def log(self) -> list[str]:
         """redis-server's own log lines (warnings and errors only)."""
-        path = self._dir / "redis.log" if self._dir is not None else None
-        if path is None or not path.exists():
-            return []
-        return path.read_text(errors="replace").splitlines()
+        return self._read("redis.log")
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    def stop(self, *, keep_data: bool = False) -> None:
+        """Stop redis-server (open connections are cut) and remove its folder. Idempotent.
 
-    def start(self) -> RedisServer:
-        """Start redis-server; returns once it answers PING.
-
-        Raises :class:`RedisMissing` at once when there is no redis-server, and
-        :class:`RedisServerError` with redis-server's own reason when it cannot start.
+        ``keep_data=True`` keeps the port and the folder: a later :meth:`start` brings the
+        same Redis back, as after an outage (:meth:`restart` does both at once).
         """
-        if self.running:
-            return self
-        binary = require_redis()
-        with _registry_lock:
-            previous = _registry.get(self.name)
-        if previous is not None and previous is not self:
-            previous.stop()
-        if self._dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix=f"course-redis-{self.name}-"))
-        fixed_port = self.port is not None
-        for attempt in range(3):
-            if not fixed_port:
-                self.port = free_port()
-            try:
-                self._launch(binary)
-                break
-            except RedisServerError as error:
-                if "already in use" not in str(error) or attempt == 2:
-                    if not fixed_port:
-                        self.port = None
-                        self._cleanup_dir()
-                    raise
-                if fixed_port:  # a restart: the old socket may linger for a moment
-                    time.sleep(0.2)
-        with _registry_lock:
-            _registry[self.name] = self
-        _register_atexit()
-        return self
+        if keep_data:
+            self._kill()  # SIGTERM: redis-server flushes the append-only file, then exits
+        else:
+            super().stop()
 
-    def _launch(self, binary: str) -> None:
-        assert self._dir is not None and self.port is not None
-        (self._dir / "redis.log").unlink(missing_ok=True)
-        command = [
-            binary,
+    def _program(self) -> str:
+        return require_redis()
+
+    def _command(self, program: str) -> list[str]:
+        assert self._dir is not None
+        (self._dir / "redis.log").unlink(missing_ok=True)  # _why reads this start's lines only
+        return [
+            program,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self._dir),
@@ -159,88 +104,23 @@ class RedisServer:
             "--appendonly", "yes",
             "--appendfsync", "no",
         ]  # fmt: skip
-        with open(self._dir / "stderr.log", "wb") as stderr:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                preexec_fn=parent_death_hook(),
-            )
-        deadline = time.monotonic() + self.startup_timeout
-        while not _answers_ping(self.port):
-            if self._process.poll() is not None:
-                self._process = None
-                raise RedisServerError(f"redis server {self.name!r} failed to start: {self._why()}")
-            if time.monotonic() > deadline:
-                self._kill()
-                raise RedisServerError(
-                    f"redis server {self.name!r} did not answer within {self.startup_timeout} s"
-                )
-            time.sleep(0.005)
+
+    def _ready(self) -> bool:
+        assert self.port is not None
+        return _answers_ping(self.port)
 
     def _why(self) -> str:
         # Log lines look like "123:M 01 Jan 2026 00:00:00.000 # Warning: Could not create
         # server TCP listening socket 127.0.0.1:6379: bind: Address already in use", then
         # "... # Failed listening on port 6379 (TCP), aborting.": keep what follows "# " of
-        # the last two. Errors in the options go to stderr instead.
-        assert self._dir is not None
+        # the last two. Errors in the options go to its output instead.
         said = [
             line.split(" # ", 1)[-1].strip().removeprefix("Warning: ")
             for line in self.log()
             if " # " in line and "Redis is starting" not in line
         ][-2:]
-        stderr = self._dir / "stderr.log"
-        if stderr.exists():
-            said += [line.strip() for line in stderr.read_text(errors="replace").splitlines()][-1:]
+        said += [line.strip() for line in self._read(OUTPUT)][-1:]
         return "; ".join(line for line in said if line) or "redis-server exited at once"
-
-    def restart(self) -> RedisServer:
-        """Stop redis-server and start it again on the same port, with the same data."""
-        self._kill()
-        return self.start()
-
-    def stop(self, *, keep_data: bool = False) -> None:
-        """Stop redis-server (open connections are cut) and remove its folder. Idempotent.
-
-        ``keep_data=True`` keeps the port and the folder: a later :meth:`start` brings the
-        same Redis back, as after an outage.
-        """
-        self._kill()
-        if keep_data:
-            return
-        self._cleanup_dir()
-        self.port = None
-        with _registry_lock:
-            if _registry.get(self.name) is self:
-                del _registry[self.name]
-
-    def _kill(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()  # SIGTERM: redis-server flushes the append-only file, exits
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-    def _cleanup_dir(self) -> None:
-        folder, self._dir = self._dir, None
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        where = self.url if self.running else "stopped"
-        return f"<RedisServer {self.name!r} {where}>"
 
 
 def _answers_ping(port: int) -> bool:
@@ -369,20 +249,9 @@ def start_redis(*, name: str = "redis", **options: float) -> RedisServer:
 
 
 def running_servers() -> list[RedisServer]:
-    with _registry_lock:
-        return [s for s in _registry.values() if s.running]
+    return RedisServer.running_ones()
 
 
 def stop_all() -> None:
     """Stop every Redis this process started (done at interpreter exit too)."""
-    with _registry_lock:
-        servers = list(_registry.values())
-    for server in servers:
-        server.stop()
-
-
-def _register_atexit() -> None:
-    global _atexit_registered
-    if not _atexit_registered:
-        atexit.register(stop_all)
-        _atexit_registered = True
+    RedisServer.stop_all()

@@ -16,40 +16,36 @@ to this process's environment for them. :meth:`WorkerProcesses.start` returns on
 worker has finished its startup; a start-up failure raises at once with the app's own
 error line. Nothing is left behind: a group of the same name is stopped before a new one
 starts, all are stopped at interpreter exit, and on Linux the supervisor ends when the
-thread that started it dies (:mod:`course_app.services.child_process`).
+thread that started it dies (:mod:`course_app.services.managed_process`).
 """
 
 from __future__ import annotations
 
-import atexit
 import math
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Mapping
-from pathlib import Path
 
 import psutil
 
-from course_app.services.child_process import free_port, parent_death_hook, stop_process_group
+from course_app.services.managed_process import OUTPUT, ManagedProcess
 
 READY_LINE = "Application startup complete."
-
-_registry: dict[str, WorkerProcesses] = {}
-_registry_lock = threading.Lock()
-_atexit_registered = False
 
 
 class WorkerProcessesError(RuntimeError):
     """The workers could not start; the message says why, in one line."""
 
 
-class WorkerProcesses:
-    """One ``uvicorn --workers N`` supervisor and its workers."""
+class WorkerProcesses(ManagedProcess):
+    """One ``uvicorn --workers N`` supervisor and its workers.
+
+    ``url`` is the base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``.
+    """
+
+    kind = "workers"
+    folder_prefix = "workers"
+    error = WorkerProcessesError
 
     def __init__(
         self,
@@ -67,33 +63,15 @@ class WorkerProcesses:
             )
         if workers < 1:
             raise ValueError("workers must be at least 1")
+        super().__init__(name=name, startup_timeout=startup_timeout)
         self.app = app
         self.workers = workers
-        self.name = name
         self.env = dict(env or {})
         self.grace = grace
-        self.startup_timeout = startup_timeout
-        self.port: int | None = None
-        self._dir: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        # uvicorn's supervisor gives its workers `grace` seconds to end their streams.
+        self.stop_grace = grace + 3
 
-    # -- what a lesson reads -------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    @property
-    def url(self) -> str:
-        """Base URL without a trailing slash, e.g. ``http://127.0.0.1:54321``."""
-        if self.port is None:
-            raise WorkerProcessesError(f"workers {self.name!r} have not started")
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """The supervisor's process id (with ``workers=1``, the one server process)."""
-        return self._process.pid if self._process is not None else None
+    # -- what a lesson reads (``pid`` is the supervisor's; with workers=1, the server's) ------
 
     @property
     def worker_pids(self) -> list[int]:
@@ -114,41 +92,16 @@ class WorkerProcesses:
     @property
     def logs(self) -> list[str]:
         """What uvicorn and the app wrote (stdout and stderr of every process)."""
-        path = self._dir / "output.log" if self._dir is not None else None
-        if path is None or not path.exists():
-            return []
-        return path.read_text(errors="replace").splitlines()
+        return self._read(OUTPUT)
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    # -- what the managed-process base needs --------------------------------------------------
 
-    def start(self) -> WorkerProcesses:
-        """Start the supervisor; returns once all ``workers`` have completed their startup."""
-        if self.running:
-            return self
-        with _registry_lock:
-            previous = _registry.get(self.name)
-        if previous is not None and previous is not self:
-            previous.stop()
-        self._dir = Path(tempfile.mkdtemp(prefix=f"course-workers-{self.name}-"))
-        for attempt in range(3):
-            self.port = free_port()
-            try:
-                self._launch()
-                break
-            except WorkerProcessesError as error:
-                if "already in use" not in str(error) or attempt == 2:
-                    self.port = None
-                    self._cleanup_dir()
-                    raise
-        with _registry_lock:
-            _registry[self.name] = self
-        _register_atexit()
-        return self
+    def _program(self) -> str:
+        return sys.executable
 
-    def _launch(self) -> None:
-        assert self._dir is not None and self.port is not None
-        command = [
-            sys.executable, "-m", "uvicorn", self.app,
+    def _command(self, program: str) -> list[str]:
+        return [
+            program, "-m", "uvicorn", self.app,
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--workers", str(self.workers),
@@ -157,32 +110,17 @@ class WorkerProcesses:
             "--timeout-graceful-shutdown", str(math.ceil(self.grace)),  # whole seconds only
             "--timeout-keep-alive", "1",
         ]  # fmt: skip
-        log = self._dir / "output.log"
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        with open(log, "wb") as output:
-            self._process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # its own process group: stop() ends the workers too
-                preexec_fn=parent_death_hook(),
-            )
-        deadline = time.monotonic() + self.startup_timeout
-        while sum(READY_LINE in line for line in self.logs) < self.workers:
-            if self._process.poll() is not None or any(
-                "Application startup failed" in line for line in self.logs
-            ):
-                why = self._why()
-                self._kill()
-                raise WorkerProcessesError(f"workers {self.name!r} failed to start: {why}")
-            if time.monotonic() > deadline:
-                self._kill()
-                raise WorkerProcessesError(
-                    f"workers {self.name!r} did not start within {self.startup_timeout} s"
-                )
-            time.sleep(0.02)
+
+    def _environment(self) -> dict[str, str]:
+        return {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+
+    def _ready(self) -> bool:
+        """Every worker has completed its startup (one line each)."""
+        return sum(READY_LINE in line for line in self.logs) >= self.workers
+
+    def _failed(self) -> bool:
+        # The supervisor notices a worker's failed startup only at its next health check.
+        return any("Application startup failed" in line for line in self.logs)
 
     def _why(self) -> str:
         lines = [line.strip() for line in self.logs if line.strip()]
@@ -200,34 +138,8 @@ class WorkerProcesses:
         plain = [line for line in lines if not line.startswith(("INFO:", "WARNING:", "ERROR:"))]
         return (plain or lines or ["uvicorn exited at once"])[-1]
 
-    def stop(self) -> None:
-        """Stop the supervisor and all its workers (bounded), and remove the log. Idempotent."""
-        self._kill()
-        self._cleanup_dir()
-        self.port = None
-        with _registry_lock:
-            if _registry.get(self.name) is self:
-                del _registry[self.name]
-
-    def _kill(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process_group(process, grace=self.grace + 3)
-
-    def _cleanup_dir(self) -> None:
-        folder, self._dir = self._dir, None
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-
-    def __enter__(self) -> WorkerProcesses:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        where = self.url if self.running else "stopped"
-        return f"<WorkerProcesses {self.name!r} {self.app} x{self.workers} {where}>"
+    def _summary(self) -> str:
+        return f"{self.app} x{self.workers} {super()._summary()}"
 
 
 def _cmdline(process: psutil.Process) -> list[str]:
@@ -243,20 +155,9 @@ def start_workers(app: str, *, name: str = "workers", **options: object) -> Work
 
 
 def running_groups() -> list[WorkerProcesses]:
-    with _registry_lock:
-        return [w for w in _registry.values() if w.running]
+    return WorkerProcesses.running_ones()
 
 
 def stop_all() -> None:
     """Stop every group of workers this process started (done at interpreter exit too)."""
-    with _registry_lock:
-        groups = list(_registry.values())
-    for group in groups:
-        group.stop()
-
-
-def _register_atexit() -> None:
-    global _atexit_registered
-    if not _atexit_registered:
-        atexit.register(stop_all)
-        _atexit_registered = True
+    WorkerProcesses.stop_all()
