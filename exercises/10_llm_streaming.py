@@ -27,9 +27,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from course_app.fake_openai import FAULTS, LLMSettings, async_client, llm_settings
-from course_app.fake_openai import create_app as create_fake_llm
-from course_app.runtime import LessonServer, html_page
+from course_app.fake_openai import FAULTS, LLMSettings, open_llm
+from course_app.runtime import html_page
 from course_app.streams import guard_requests
 
 logger = logging.getLogger("lesson.relay")
@@ -110,22 +109,11 @@ def create_app(settings: LLMSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        fake: LessonServer | None = None
-        chosen = settings
-        if chosen is None:
-            try:
-                chosen = llm_settings()  # OPENAI_BASE_URL and friends, if set
-            except LookupError:
-                fake = LessonServer(create_fake_llm(), name="10-llm").start()
-                chosen = llm_settings(fake.url)
-        app.state.settings = chosen
-        app.state.llm = async_client(chosen)
-        try:
+        # One client for the app's life: these settings, else OPENAI_BASE_URL and friends,
+        # else the course's fake server, started here and stopped when the app stops.
+        async with open_llm(settings, name="10-llm") as llm:
+            app.state.settings, app.state.llm = llm.settings, llm.client
             yield
-        finally:
-            await app.state.llm.close()
-            if fake is not None:
-                fake.stop()
 
     app = FastAPI(title="Lesson 10: LLM streaming relay", lifespan=lifespan)
     guard_requests(app)  # a body too large, or not JSON, is a 413/422, never a 500

@@ -10,6 +10,14 @@ EXPORTS = {
     "app": ["create_app"],
     "faults": ["FAULTS"],
     "script": ["StreamStats", "reply_to", "tokenize"],
-    "settings": ["FAKE_API_KEY", "FAKE_MODEL", "LLMSettings", "async_client", "llm_settings"],
+    "settings": [
+        "FAKE_API_KEY",
+        "FAKE_MODEL",
+        "AppLLM",
+        "LLMSettings",
+        "async_client",
+        "llm_settings",
+        "open_llm",
+    ],
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, EXPORTS)

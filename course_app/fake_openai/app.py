@@ -7,8 +7,10 @@ It speaks the real wire formats, so the official ``openai`` SDK talks to it over
 - :mod:`course_app.fake_openai.requests`: what a request may hold; the API's error shape;
 - :mod:`course_app.fake_openai.script`: the scripted answers ("hello", "count to N",
   "count forever", anything else is echoed), their pace, and :class:`StreamStats`;
+- :mod:`course_app.fake_openai.tools`: when the answer calls tools instead (the prompt
+  names one), and the answer to tool results;
 - :mod:`course_app.fake_openai.faults`: faults on request (429, 500, slow, an error frame,
-  malformed JSON, a body that ends early, a dropped connection);
+  malformed JSON, a body that ends early, a dropped connection, a stream that stalls);
 - :mod:`course_app.fake_openai.chat` and :mod:`course_app.fake_openai.responses`: the two
   wire formats.
 
@@ -30,11 +32,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from course_app.fake_openai.chat import chat_chunks, chat_completion
 from course_app.fake_openai.faults import FAULTS, early_fault, quiet_drops
 from course_app.fake_openai.requests import (
+    ChatRequest,
+    ResponsesRequest,
     api_error,
     json_body,
     parse_chat,
     parse_responses,
     refusal,
+    tool_choice,
 )
 from course_app.fake_openai.responses import final_status, response_events, response_object
 from course_app.fake_openai.script import (
@@ -49,6 +54,7 @@ from course_app.fake_openai.script import (
     text_of,
     tokenize,
 )
+from course_app.fake_openai.tools import ToolRequest, answer_to_results
 from course_app.streams import BodyRefused, guard_requests
 
 __all__ = ["FAULTS", "MODELS", "StreamStats", "create_app", "reply_to", "tokenize"]
@@ -81,6 +87,25 @@ def _unfinished(plan: Plan) -> JSONResponse:
             code="endless_answer",
         )
     return api_error(500, f"The fake model failed (fault '{plan.fault}').", type="server_error")
+
+
+def _tools(req: ChatRequest | ResponsesRequest, last_is_user: bool) -> ToolRequest | None:
+    """The tools the model may call now: only in answer to a user's message."""
+    if not req.tools or not last_is_user:
+        return None
+    choice = tool_choice(req)
+    assert not isinstance(choice, JSONResponse)  # parse_chat / parse_responses checked it
+    return ToolRequest(tuple(req.tool_names()), choice, req.parallel_tool_calls is not False)
+
+
+def _trailing(items: list[Any], is_result: Any, content: Any) -> list[str]:
+    """The contents of the tool results at the end of the history (newest last)."""
+    results: list[str] = []
+    for item in reversed(items):
+        if not is_result(item):
+            break
+        results.insert(0, text_of(content(item)))
+    return results
 
 
 def create_app() -> FastAPI:
@@ -129,7 +154,18 @@ def create_app() -> FastAPI:
         prompt = text_of(users[-1].content) if users else ""
         context = " ".join(text_of(m.content) for m in chat.messages)
         limit = chat.max_completion_tokens or chat.max_tokens
-        plan = make_plan(chat, model, fault, prompt, context, limit)
+        last_role = chat.messages[-1].role
+        results = _trailing(chat.messages, lambda m: m.role == "tool", lambda m: m.content)
+        plan = make_plan(
+            chat,
+            model,
+            fault,
+            prompt,
+            context,
+            limit,
+            tools=_tools(chat, last_role == "user"),
+            reply=answer_to_results(results) if results and chat.tools else None,
+        )
         stats: StreamStats = app.state.streams
         if chat.stream:
             include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
@@ -151,15 +187,39 @@ def create_app() -> FastAPI:
         model, fault = split
         if early := early_fault(fault):
             return early
+        results: list[str] = []
         if isinstance(req.input, str):
             prompt = context = req.input
+            last_is_user = True
         else:
             users = [item for item in req.input if item.get("role") == "user"]
             prompt = text_of(users[-1].get("content")) if users else ""
             context = " ".join(text_of(item.get("content")) for item in req.input)
+            last_is_user = bool(req.input) and req.input[-1].get("role") == "user"
+            results = _trailing(
+                req.input,
+                lambda item: item.get("type") == "function_call_output",
+                lambda item: item.get("output"),
+            )
         context = f"{req.instructions or ''} {context}"
-        echo = {"instructions": req.instructions, "max_output_tokens": req.max_output_tokens}
-        plan = make_plan(req, model, fault, prompt, context, req.max_output_tokens, echo)
+        echo: dict[str, Any] = {
+            "instructions": req.instructions,
+            "max_output_tokens": req.max_output_tokens,
+        }
+        if req.tools:
+            echo["tools"] = [tool.model_dump() for tool in req.tools]
+            echo["tool_choice"] = req.tool_choice
+        plan = make_plan(
+            req,
+            model,
+            fault,
+            prompt,
+            context,
+            req.max_output_tokens,
+            echo,
+            tools=_tools(req, last_is_user),
+            reply=answer_to_results(results) if results and req.tools else None,
+        )
         stats: StreamStats = app.state.streams
         if req.stream:
             return event_stream(response_events(plan, stats))

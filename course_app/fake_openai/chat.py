@@ -3,6 +3,11 @@
 Streamed (``stream: true``): ``data: {chat.completion.chunk}`` frames without event names:
 the role first, then content deltas, a chunk with ``finish_reason``, a usage chunk with
 ``choices: []`` when ``stream_options.include_usage`` is set, and ``data: [DONE]``.
+
+An answer that calls tools streams ``tool_calls`` deltas instead of content, keyed by
+``index``: a call's first delta carries its ``id``, ``type`` and function ``name`` (with
+``arguments: ""``), the next ones only pieces of ``arguments``; ``finish_reason`` is
+``"tool_calls"``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 
 from course_app.fake_openai.faults import MIDSTREAM_MESSAGE, MidstreamFault
 from course_app.fake_openai.script import CREATED, Plan, StreamStats, paced_tokens, sse_frame
+from course_app.fake_openai.tools import ToolPiece, arguments_so_far
 
 
 def _usage(plan: Plan) -> dict[str, int]:
@@ -22,9 +28,33 @@ def _usage(plan: Plan) -> dict[str, int]:
     }
 
 
+def _tool_delta(plan: Plan, piece: ToolPiece) -> dict[str, Any]:
+    if not piece.opens:
+        return {"index": piece.index, "function": {"arguments": piece.arguments}}
+    call = plan.calls[piece.index]
+    function = {"name": call.name, "arguments": ""}
+    return {"index": piece.index, "id": call.call_id, "type": "function", "function": function}
+
+
 def chat_completion(plan: Plan, text: str) -> dict[str, Any]:
     """The ``chat.completion`` object of a request without streaming."""
-    message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": None if plan.calls else text,
+        "refusal": None,
+        "annotations": [],
+    }
+    if plan.calls:
+        arguments = arguments_so_far(plan.calls, plan.tokens)
+        message["tool_calls"] = [
+            {
+                "id": call.call_id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": arguments[call.index]},
+            }
+            for call in plan.calls
+            if call.index in arguments
+        ]
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": plan.finish_reason}
     return {
         "id": f"chatcmpl-{plan.ident}",
@@ -54,10 +84,13 @@ async def chat_chunks(plan: Plan, include_usage: bool, stats: StreamStats) -> As
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return sse_frame({**base, "choices": [choice], **extra}, cut=cut)
 
-    yield chunk({"role": "assistant", "content": "", "refusal": None})
+    yield chunk({"role": "assistant", "content": None if plan.calls else "", "refusal": None})
     try:
         async for token in paced_tokens(plan, stats):
-            yield chunk({"content": token})
+            if isinstance(token, ToolPiece):
+                yield chunk({"tool_calls": [_tool_delta(plan, token)]})
+            else:
+                yield chunk({"content": token})
     except MidstreamFault as fault:
         if fault.fault == "error-midstream":
             error = {

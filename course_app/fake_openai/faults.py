@@ -8,7 +8,10 @@ Choose one per request with the ``X-Fake-Fault`` header or a model suffix
 - after three tokens: ``error-midstream`` (the API's error frame), ``bad-json`` (a frame
   whose JSON is cut in half), ``truncate`` (the body ends cleanly, without the final
   events: no ``finish_reason`` and no ``[DONE]``, no ``response.completed``), ``drop`` (the
-  connection is cut mid-body: the client sees an incomplete chunked response).
+  connection is cut mid-body: the client sees an incomplete chunked response);
+- ``stall``: after three tokens the stream goes silent, no byte for :data:`STALL_SECONDS`
+  (real seconds, whatever the pace), as a stuck upstream does: only a client timeout or
+  deadline ends the wait.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ FAULTS = (
     "drop",
     "bad-json",
     "truncate",
+    "stall",
 )
 MIDSTREAM_FAULTS = frozenset({"error-midstream", "bad-json", "truncate", "drop"})
 FAULT_AFTER_TOKENS = 3
+STALL_SECONDS = 600.0  # longer than any client timeout a lesson sets
 MIDSTREAM_MESSAGE = "The fake model failed mid-stream (fault 'error-midstream')."
 
 

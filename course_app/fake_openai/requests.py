@@ -45,7 +45,7 @@ def _parameters(params: type) -> frozenset[str]:
 
 # The top-level parameters the API knows, as the installed SDK sends them. Anything else is
 # a 400, as on the real API (an ``extra_body`` typo does not pass silently). Known
-# parameters the fake does not model (temperature, tools, ...) are accepted and ignored.
+# parameters the fake does not model (temperature, seed, ...) are accepted and ignored.
 CHAT_PARAMETERS = _parameters(CompletionCreateParamsBase)
 RESPONSES_PARAMETERS = _parameters(ResponseCreateParamsBase)
 
@@ -57,6 +57,9 @@ def _text_or_parts(value: Any) -> Any:
     if isinstance(value, list) and all(isinstance(part, dict) for part in value):
         return value
     raise PydanticCustomError("content_type", "expected a string or an array of objects")
+
+
+TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # what the API allows as a function's name
 
 
 class _Checked(BaseModel):
@@ -78,6 +81,31 @@ class StreamOptions(_Checked):
     include_usage: bool = False
 
 
+class FunctionDefinition(_Checked):
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ChatTool(_Checked):
+    """Chat Completions nests the function: ``{"type": "function", "function": {...}}``."""
+
+    type: Literal["function"]  # the fake models function tools only
+    function: FunctionDefinition
+
+
+class ResponsesTool(FunctionDefinition):
+    """The Responses API does not: ``{"type": "function", "name": ..., "parameters": ...}``."""
+
+    type: Literal["function"]
+
+
+# Excluded from model_dump(): a request without tools hashes to the same answer id as before
+# the fake knew tools (stored notebook outputs show those ids); tools are hashed when present.
+_TOOL_FIELD = {"default": None, "exclude": True}
+
+
 class ChatRequest(_Checked):
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
@@ -85,6 +113,12 @@ class ChatRequest(_Checked):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[ChatTool] | None = Field(min_length=1, **_TOOL_FIELD)
+    tool_choice: Any = Field(**_TOOL_FIELD)  # checked by _tool_choice()
+    parallel_tool_calls: bool | None = Field(**_TOOL_FIELD)
+
+    def tool_names(self) -> list[str]:
+        return [tool.function.name for tool in self.tools or []]
 
 
 class ResponsesRequest(_Checked):
@@ -94,8 +128,51 @@ class ResponsesRequest(_Checked):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     max_output_tokens: int | None = Field(default=None, ge=1)
+    tools: list[ResponsesTool] | None = Field(min_length=1, **_TOOL_FIELD)
+    tool_choice: Any = Field(**_TOOL_FIELD)
+    parallel_tool_calls: bool | None = Field(**_TOOL_FIELD)
 
     _input = field_validator("input")(_text_or_parts)
+
+    def tool_names(self) -> list[str]:
+        return [tool.name for tool in self.tools or []]
+
+
+def tool_choice(req: ChatRequest | ResponsesRequest) -> str | JSONResponse | None:
+    """``tool_choice`` as "auto", "none", "required" or the forced tool's name; or a 400."""
+    names, choice = req.tool_names(), req.tool_choice
+    if len(set(names)) < len(names):
+        return api_error(
+            400, "Invalid value for 'tools': tool names must be unique.", param="tools"
+        )
+    if choice is None:
+        return None
+    if not names:
+        return api_error(
+            400,
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
+            "specified.",
+            param="tool_choice",
+        )
+    if choice in ("auto", "none", "required"):
+        return choice
+    # {"type": "function", "function": {"name": ...}} (Chat) or {"type": "function", "name": ...}
+    named = choice.get("function", choice) if isinstance(choice, dict) else None
+    name = named.get("name") if isinstance(named, dict) else None
+    if not isinstance(choice, dict) or choice.get("type") != "function" or name is None:
+        return api_error(
+            400,
+            "Invalid value for 'tool_choice': expected 'none', 'auto', 'required' or "
+            "{'type': 'function', ...} naming one of the tools.",
+            param="tool_choice",
+        )
+    if name not in names:
+        return api_error(
+            400,
+            f"Invalid value for 'tool_choice': no tool named {name!r} in 'tools'.",
+            param="tool_choice",
+        )
+    return str(name)
 
 
 async def json_body(request: Request) -> dict[str, Any] | JSONResponse:
@@ -189,7 +266,10 @@ def parse_chat(body: dict[str, Any]) -> ChatRequest | JSONResponse:
         chat = ChatRequest.model_validate(body)
     except ValidationError as exc:
         return _validation_error(exc)
-    return _stream_options_without_stream(chat) or _missing_content(chat) or chat
+    if problem := _stream_options_without_stream(chat) or _missing_content(chat):
+        return problem
+    choice = tool_choice(chat)
+    return choice if isinstance(choice, JSONResponse) else chat
 
 
 def parse_responses(body: dict[str, Any]) -> ResponsesRequest | JSONResponse:
@@ -206,4 +286,5 @@ def parse_responses(body: dict[str, Any]) -> ResponsesRequest | JSONResponse:
         return problem
     if req.input is None:
         return missing_parameter("input")
-    return req
+    choice = tool_choice(req)
+    return choice if isinstance(choice, JSONResponse) else req

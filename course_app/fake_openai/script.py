@@ -8,10 +8,14 @@ same tokens: the first after 0.1 s, then one every 0.05 s, scaled by the course 
 - ``count forever``: ``1, 2, 3, ...`` until the client leaves (capped at
   :data:`ENDLESS_TOKENS`), so "the client left before the end" never depends on timing;
 - anything else is echoed back.
+
+With ``tools`` in the request, a prompt that names a tool gets tool calls instead
+(:mod:`course_app.fake_openai.tools`), streamed in pieces at the same pace.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -26,9 +30,11 @@ from pydantic import BaseModel
 from course_app.fake_openai.faults import (
     FAULT_AFTER_TOKENS,
     MIDSTREAM_FAULTS,
+    STALL_SECONDS,
     Dropped,
     MidstreamFault,
 )
+from course_app.fake_openai.tools import ToolCall, ToolPiece, ToolRequest, call_pieces, plan_calls
 from course_app.runtime import pace
 
 MODELS = ("course-mini",)
@@ -103,18 +109,24 @@ class Plan:
     model: str
     fault: str | None
     prompt_tokens: int
-    tokens: tuple[str, ...]  # empty when endless
-    finish_reason: str  # "stop", or "length" when a token limit cut the answer
+    tokens: tuple[str | ToolPiece, ...]  # text, or the pieces of tool calls; empty when endless
+    finish_reason: str  # "stop" / "tool_calls", or "length" when a token limit cut the answer
     ident: str
     endless: bool = False
     echo: tuple[tuple[str, Any], ...] = ()  # request fields a Response object repeats
+    calls: tuple[ToolCall, ...] = ()  # the tool calls the answer makes instead of text
 
     @property
     def output_tokens(self) -> int:
         return ENDLESS_TOKENS if self.endless else len(self.tokens)
 
-    def token_source(self) -> Iterable[str]:
+    def token_source(self) -> Iterable[str | ToolPiece]:
         return _counting(ENDLESS_TOKENS) if self.endless else self.tokens
+
+    @property
+    def text(self) -> str:
+        """The text of a finished answer (none when it calls tools)."""
+        return "".join(token for token in self.tokens if isinstance(token, str))
 
 
 def make_plan(
@@ -125,24 +137,43 @@ def make_plan(
     context: str,
     limit: int | None,
     echo: dict[str, Any] | None = None,
+    *,
+    tools: ToolRequest | None = None,
+    reply: str | None = None,
 ) -> Plan:
-    """The answer to ``prompt``, cut to ``limit`` tokens; ``context`` is what counts as input."""
-    digest = hashlib.sha256(request.model_dump_json().encode()).hexdigest()[:24]
+    """The answer to ``prompt``, cut to ``limit`` tokens; ``context`` is what counts as input.
+
+    With ``tools``, a prompt that names a tool gets tool calls instead of text; ``reply``
+    replaces the scripted reply (the answer to tool results).
+    """
+    payload = request.model_dump_json()
+    if offered := getattr(request, "tools", None):  # not in the dump: see requests._TOOL_FIELD
+        extra = [tool.model_dump() for tool in offered], request.tool_choice  # type: ignore[attr-defined]
+        payload += json.dumps(extra, sort_keys=True)
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:24]
     common = {"model": model, "fault": fault, "prompt_tokens": len(tokenize(context))}
     common |= {"ident": digest, "echo": tuple((echo or {}).items())}
+    calls = plan_calls(digest, prompt, tools) if tools is not None else ()
+    if calls:
+        pieces = call_pieces(calls)
+        if limit is not None and len(pieces) > limit:
+            return Plan(tokens=tuple(pieces[:limit]), finish_reason="length", calls=calls, **common)
+        return Plan(tokens=tuple(pieces), finish_reason="tool_calls", calls=calls, **common)
+    if reply is not None:
+        prompt = ""
     if is_endless(prompt):
         if limit is None:
             return Plan(tokens=(), finish_reason="length", endless=True, **common)
         return Plan(
             tokens=tuple(_counting(min(limit, ENDLESS_TOKENS))), finish_reason="length", **common
         )
-    tokens = tokenize(reply_to(prompt))
+    tokens = tokenize(reply if reply is not None else reply_to(prompt))
     if limit is not None and len(tokens) > limit:
         return Plan(tokens=tuple(tokens[:limit]), finish_reason="length", **common)
     return Plan(tokens=tuple(tokens), finish_reason="stop", **common)
 
 
-async def paced_tokens(plan: Plan, stats: StreamStats) -> AsyncIterator[str]:
+async def paced_tokens(plan: Plan, stats: StreamStats) -> AsyncIterator[str | ToolPiece]:
     """The plan's tokens at the model's pace; raises at a mid-stream fault; counts the outcome."""
     stats.started += 1
     outcome = "cancelled"
@@ -159,6 +190,9 @@ async def paced_tokens(plan: Plan, stats: StreamStats) -> AsyncIterator[str]:
                     )
                     raise Dropped(plan.ident)
                 raise MidstreamFault(plan.fault)
+            if index == FAULT_AFTER_TOKENS and plan.fault == "stall":
+                # Real seconds, not paced: a stall outlasts any client timeout at any pace.
+                await asyncio.sleep(STALL_SECONDS)
             yield token
             await pace.sleep(TOKEN_INTERVAL)
         outcome = "finished"
@@ -171,9 +205,10 @@ async def paced_tokens(plan: Plan, stats: StreamStats) -> AsyncIterator[str]:
 async def collect(plan: Plan, stats: StreamStats) -> str | None:
     """The whole answer at the same pace (not streamed); None when a fault cuts it short."""
     try:
-        return "".join([token async for token in paced_tokens(plan, stats)])
+        tokens = [token async for token in paced_tokens(plan, stats)]
     except MidstreamFault:
         return None
+    return "".join(token for token in tokens if isinstance(token, str))
 
 
 def sse_frame(data: dict[str, Any] | str, event: str | None = None, *, cut: bool = False) -> bytes:

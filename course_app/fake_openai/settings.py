@@ -3,14 +3,23 @@
 By default: the course's offline fake server (:mod:`course_app.fake_openai.app`). Set
 ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` (and optionally ``OPENAI_MODEL``) to use a real
 provider instead; nothing else in a lesson changes.
+
+An app gets both in one line of its lifespan: ``async with open_llm(settings) as llm:``
+(:func:`open_llm`) yields the settings and one ``AsyncOpenAI`` client, starting the fake
+server when no provider is configured and stopping it at exit.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import openai
+
+from course_app.runtime import LessonServer
 
 FAKE_API_KEY = "course"
 FAKE_MODEL = "course-mini"
@@ -57,3 +66,38 @@ def async_client(
         max_retries=max_retries,
         timeout=timeout,
     )
+
+
+class AppLLM(NamedTuple):
+    """What an app needs to talk to its model: the settings (model, fake or not), a client."""
+
+    settings: LLMSettings
+    client: openai.AsyncOpenAI
+
+
+@asynccontextmanager
+async def open_llm(
+    settings: LLMSettings | None = None, *, name: str = "llm", **client_options: object
+) -> AsyncIterator[AppLLM]:
+    """The LLM client for an app's lifespan: one ``AsyncOpenAI`` for the app's whole life.
+
+    ``settings`` wins; else the environment (:func:`llm_settings`); else the course's fake
+    server, started here on a free port as the lesson server ``name`` and stopped at exit.
+    ``client_options`` go to :func:`async_client` (``timeout``, ``max_retries``). The client
+    is closed at exit, before the fake server it may talk to stops.
+    """
+    fake: LessonServer | None = None
+    if settings is None:
+        try:
+            settings = llm_settings()  # OPENAI_BASE_URL and friends, if set
+        except LookupError:
+            from course_app.fake_openai.app import create_app  # the server, only when needed
+
+            fake = LessonServer(create_app(), name=name).start()
+            settings = llm_settings(fake.url)
+    try:
+        async with async_client(settings, **client_options) as client:  # type: ignore[arg-type]
+            yield AppLLM(settings, client)
+    finally:
+        if fake is not None:
+            fake.stop()
