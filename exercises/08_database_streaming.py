@@ -9,7 +9,9 @@ orders differ, and readings taken in the same minute share a `taken_at`.
   higher id first), `batch_size` at a time, with keyset pagination on the pair
   (taken_at, id), walking *down* the table. Each batch is read through a session of its
   own, closed before the first row is yielded, so a client that stops reading holds no
-  database connection. The NDJSON and CSV routes stream it: a log viewer's "latest first".
+  database connection. The NDJSON and CSV routes stream it: a log viewer's "latest first",
+  written in chunks of about 64 KB (`csv_chunks()`, `json_lines_chunks()`), not a write
+  per row: that keeps a streamed export about as fast as loading every row first.
 - `last_seen()`: the dependency that reads the `Last-Event-ID` header. It runs before the
   response starts, so a malformed id can still get a real `400`.
 - `live_readings()`: the sensor's readings that arrive after a given id, forever, as SSE.
@@ -40,6 +42,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
+from pydantic_core import to_json
 from sqlalchemy import Row, func, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -52,7 +55,11 @@ logger = logging.getLogger("lesson.readings")
 
 Sessions = async_sessionmaker[AsyncSession]
 
-BATCH_SIZE = 500
+BATCH_SIZE = 500  # readings per query of the live tail: at most this many in one event
+# Rows per query of an export: a query costs six hand-offs between the event loop and
+# aiosqlite's thread, which 2,000 rows make cheap per row (Going deeper measures it).
+EXPORT_BATCH_SIZE = 2_000
+CHUNK_SIZE = 64 * 1024  # bytes per write to the client: an export writes per chunk, not per row
 POLL_EVERY = 0.5  # seconds between two looks for new readings (a demo delay: paced)
 MAX_ID = 2**63 - 1  # the largest integer SQLite stores; a larger one is no reading's id
 UNAVAILABLE = "Live readings are unavailable right now. Try again later."
@@ -67,12 +74,15 @@ class ReadingOut(BaseModel):
     celsius: float
 
 
+FIELDS = tuple(ReadingOut.model_fields)  # the names of COLUMNS, in their order
+
+
 def to_out(row: Row[Any]) -> ReadingOut:
     return ReadingOut.model_validate(row, from_attributes=True)
 
 
 async def readings_newest_first(
-    sessions: Sessions, sensor: str, batch_size: int = BATCH_SIZE
+    sessions: Sessions, sensor: str, batch_size: int = EXPORT_BATCH_SIZE
 ) -> AsyncIterator[Row[Any]]:
     """Every reading of `sensor`, newest first: by (taken_at, id) descending, in batches."""
     # TODO: select COLUMNS for the readings of `sensor`, ordered by taken_at, then id, both
@@ -127,21 +137,39 @@ async def live_readings(
 
 
 async def csv_chunks(
-    rows: AsyncIterator[Row[Any]], rows_per_chunk: int = BATCH_SIZE
+    rows: AsyncIterator[Row[Any]], chunk_size: int = CHUNK_SIZE
 ) -> AsyncIterator[str]:
-    """The rows as CSV text, header first, in chunks of `rows_per_chunk` rows."""
+    """The rows as CSV text, header first, in chunks of about `chunk_size` characters."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(ReadingOut.model_fields)
-    count = 0
+    writer.writerow(FIELDS)
     async for row in rows:
         writer.writerow(row)
-        count += 1
-        if count % rows_per_chunk == 0:
+        if buffer.tell() >= chunk_size:
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate(0)
     yield buffer.getvalue()
+
+
+async def json_lines_chunks(
+    rows: AsyncIterator[Row[Any]], chunk_size: int = CHUNK_SIZE
+) -> AsyncIterator[bytes]:
+    """The rows as JSON Lines, one object per row, in chunks of about `chunk_size` bytes.
+
+    The rows come from our own typed columns, so a ReadingOut per row would only check
+    what the database already guarantees: pydantic_core.to_json() writes each row's dict
+    as FastAPI writes a ReadingOut (the same bytes), in a fraction of the time.
+    """
+    buffer = bytearray()
+    async for row in rows:
+        buffer += to_json(dict(zip(FIELDS, row, strict=True)))
+        buffer += b"\n"
+        if len(buffer) >= chunk_size:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
 
 
 def current_sessions(request: Request) -> Sessions:
@@ -168,10 +196,14 @@ def create_app(sessions: Sessions | None = None, poll_every: float = POLL_EVERY)
     # log a BrokenResourceError traceback for it (the notebook's "Going deeper" says why).
     app.router.route_class = QuietDisconnectRoute
 
-    @app.get("/sensors/{sensor}/readings.ndjson")
-    async def readings_ndjson(sensor: str, sessions: SessionsDep) -> AsyncIterator[ReadingOut]:
-        async for row in readings_newest_first(sessions, sensor):
-            yield to_out(row)
+    # Not a generator path operation: FastAPI would validate, serialise and write each
+    # row on its own (one write per row). One write per ~64 KB chunk instead.
+    @app.get("/sensors/{sensor}/readings.ndjson", response_class=StreamingResponse)
+    async def readings_ndjson(sensor: str, sessions: SessionsDep) -> StreamingResponse:
+        return StreamingResponse(
+            json_lines_chunks(readings_newest_first(sessions, sensor)),
+            media_type="application/jsonl",
+        )
 
     @app.get("/sensors/{sensor}/readings.csv")
     async def readings_csv(sensor: str, sessions: SessionsDep) -> StreamingResponse:
