@@ -304,3 +304,15 @@ def test_lab_starts_jupyterlab_with_the_course_settings(tmp_path: Path) -> None:
     }
     assert defaults["fetchNews"] == "false"
     assert defaults["checkForUpdates"] is False
+
+
+def test_progress_shows_each_lesson(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["progress"]) == 0
+    out = capsys.readouterr().out
+    assert "07  Demo lesson 1/3 checks" in out
+    assert "0/1 exercises solved" in out
+    (course / "exercises/07_demo.py").write_text(SOLUTION)
+    assert main(["progress"]) == 0
+    out = capsys.readouterr().out
+    assert "07  Demo lesson done" in out
+    assert "1/1 exercises solved" in out

@@ -8,6 +8,11 @@ a learner needs to act on it: the message with pytest's expected-vs-actual detai
 falsifying input Hypothesis found, and the line of the exercise where the error was raised.
 After a test times out (an endless loop, most likely) the run stops: the remaining tests
 would each wait for the same timeout.
+
+A failing test's report carries no source listing here: pytest's long traceback parses the
+whole file of every frame (Starlette's, anyio's ...) to quote it, seconds per failing test on
+a stub, for text nobody reads. The plugin asks for one-line tracebacks and finds the
+exercise's line in the exception's own frames, as the long traceback would have shown it.
 """
 
 from __future__ import annotations
@@ -17,12 +22,20 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
+from pluggy import HookimplMarker
+
+from course_app.checking.warm_worker import Cancelled, run_pytest
+
+if TYPE_CHECKING:  # pytest itself only where the plugin runs: `course check` does not need it
+    import pytest
+    from _pytest._code.code import ExceptionInfo
+
+hookimpl = HookimplMarker("pytest")  # what pytest.hookimpl is
 
 MAX_DETAIL_LINES = 14
 # How a report shows each outcome; anything else (failed, error) is FAIL.
@@ -31,6 +44,7 @@ MAX_LINE = 220
 
 _RESULTS: list[dict[str, Any]] = []
 _ITEMS: dict[str, dict[str, str]] = {}
+_WHERE: dict[tuple[str, str], str] = {}  # (nodeid, when) -> "exercises/03_x.py:42"
 _SESSION: list[pytest.Session] = []
 # Starlette re-raises an endpoint's error inside an ExceptionGroup; show the error itself.
 _GROUPED = re.compile(r"^(\w+)\((['\"])(.*)\2\) \[single exception in ExceptionGroup\]$")
@@ -83,8 +97,79 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         _ITEMS[item.nodeid] = {"label": label, "hint": hint}
 
 
+def _lesson_line(path: str | Path, lineno: int) -> str:
+    """``exercises/03_x.py:42`` if ``path`` is a lesson's exercise or solution, else ``""``."""
+    if match := _LESSON_FILE.search(Path(path).as_posix()):
+        folder = "exercises" if match.group(1).startswith("course-stubs") else match.group(1)
+        return f"{folder}/{match.group(2)}:{lineno}"
+    return ""
+
+
+def _chain(excinfo: ExceptionInfo[BaseException]) -> list[ExceptionInfo[BaseException]]:
+    """The exceptions a long traceback shows entries for, oldest first (pytest's own walk in
+    ``FormattedExcinfo.repr_excinfo``: causes, contexts; an exception group shows none)."""
+    from _pytest._code.code import ExceptionInfo
+
+    chain: list[ExceptionInfo[BaseException]] = []
+    error: BaseException | None = excinfo.value
+    info: ExceptionInfo[BaseException] | None = excinfo
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if info is not None and not isinstance(error, BaseExceptionGroup):
+            chain.append(info)
+        if isinstance(error, BaseExceptionGroup):
+            break
+        if error.__cause__ is not None:
+            error = error.__cause__
+        elif error.__context__ is not None and not error.__suppress_context__:
+            error = error.__context__
+        else:
+            break
+        info = ExceptionInfo.from_exception(error) if error.__traceback__ else None
+    return chain[::-1]
+
+
+def _where_raised(item: pytest.Item, excinfo: ExceptionInfo[BaseException]) -> str:
+    """What :func:`_where` reads from a long traceback, from the exception itself: the
+    deepest entry in the lesson's own file, after pytest's filtering (its cut at the test
+    function, its hidden frames)."""
+    import pytest
+    from _pytest._code.code import filter_excinfo_traceback
+
+    if isinstance(excinfo.value, pytest.fail.Exception) and not excinfo.value.pytrace:
+        return ""  # pytest shows such a failure as its message alone
+    full = item.config.getoption("fulltrace", False)
+    tbfilter = False if full else getattr(item, "_traceback_filter", True)
+    found = ""
+    for info in _chain(excinfo):
+        traceback = filter_excinfo_traceback(tbfilter, info)
+        if isinstance(info.value, RecursionError):
+            index = traceback.recursionindex()
+            traceback = traceback[: index + 1] if index is not None else traceback
+        for entry in traceback:
+            found = _lesson_line(entry.path, entry.lineno + 1) or found
+    return found
+
+
+@hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """One-line tracebacks while pytest builds this test's report (see the module's doc)."""
+    if call.excinfo is not None:
+        _WHERE[item.nodeid, call.when] = _where_raised(item, call.excinfo)
+    option = item.config.option
+    style = getattr(option, "tbstyle", "auto")
+    option.tbstyle = "line"
+    try:
+        return (yield)
+    finally:
+        option.tbstyle = style
+
+
 def _where(report: pytest.TestReport | pytest.CollectReport) -> str:
     """``exercises/03_x.py:42`` for the deepest traceback entry in the lesson's own file."""
+    if (where := _WHERE.get((report.nodeid, getattr(report, "when", "")))) is not None:
+        return where  # a test's report (a collection report has no `when`)
     longrepr = report.longrepr
     chain = getattr(longrepr, "chain", None)
     tracebacks = [element[0] for element in chain] if chain else []
@@ -95,11 +180,7 @@ def _where(report: pytest.TestReport | pytest.CollectReport) -> str:
         for entry in getattr(traceback, "reprentries", []):
             location = getattr(entry, "reprfileloc", None)
             path = getattr(location, "path", "") or ""
-            if match := _LESSON_FILE.search(str(Path(path).as_posix())):
-                folder = (
-                    "exercises" if match.group(1).startswith("course-stubs") else match.group(1)
-                )
-                found = f"{folder}/{match.group(2)}:{location.lineno}"
+            found = _lesson_line(path, getattr(location, "lineno", 0)) or found
     return found
 
 
@@ -183,34 +264,37 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def run_reported(
-    args: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180.0
+    args: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 180.0,
+    cancel: threading.Event | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """Run ``pytest args`` in a subprocess with this plugin; the rows and a problem text.
+    """Run ``pytest args`` with this plugin in a fresh pytest process (a child of the warm
+    worker, see :mod:`course_app.checking.warm_worker`); the rows and a problem text.
 
     The rows are what the plugin wrote (nodeid, label, hint, outcome, reason); the problem
-    text is empty unless pytest could not run, ran too long, or collected nothing.
+    text is empty unless pytest could not run, ran too long, or collected nothing. Setting
+    ``cancel`` from another thread stops the run: no rows, and the problem "cancelled".
     """
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         command = [
-            sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:cacheprovider",
+            "-q", "--no-header", "-p", "no:cacheprovider",
             # Plugins these runs do not need; nbval alone costs ~1.5 s of imports.
             "-p", "no:nbval", "-p", "no:xdist", "-o", "addopts=", "--color=no",
             "-p", "course_app.checking.pytest_report", f"--course-report={report}", *args,
         ]  # fmt: skip
         try:
-            done = subprocess.run(
-                command,
-                cwd=cwd,
-                env={**os.environ, **(env or {})},
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-            )
+            environment = {**os.environ, **(env or {})}
+            done = run_pytest(command, cwd=cwd, env=environment, timeout=timeout, cancel=cancel)
+        except Cancelled:
+            return [], "cancelled"
         except subprocess.TimeoutExpired:
             return [], f"the tests took longer than {timeout:.0f} s (an endless loop?)"
         if not report.exists():
-            tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+            tail = done.output.strip().splitlines()[-1:] or ["no output"]
             return [], f"pytest did not run ({tail[0]})"
         rows = json.loads(report.read_text(encoding="utf-8"))
     if not rows:

@@ -1,19 +1,24 @@
 """Lesson 11: your tests pass against the correct news feed and catch every planted bug.
 
-The exercise module is a test module: its tests run in a pytest subprocess of their own,
-once against the correct feed and once per bug in ``course_app.demos.news_feed.BUGS`` (the
+The exercise module is a test module: its tests run in pytest sessions of their own, once
+against the correct feed and once per bug in ``course_app.demos.news_feed.BUGS`` (the
 ``COURSE_FEED_BUG`` variable picks it). A bug counts as caught when at least one of your
 tests fails against it, and only if all of them pass against the correct feed: a test that
 always fails would otherwise "catch" everything. Two bugs are planted where the wrong kind
 of test (a clock, a parser that hides comments) cannot see them.
+
+All nine sessions start at once (each is a fork of the checker's warm worker, not a new
+interpreter, so nine cost little more than one), and the check takes as long as the slowest
+feed, not as long as the sum. The bug sessions are only worth finishing if your tests pass
+against the correct feed: when one fails there, the bug sessions are stopped at once.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -25,9 +30,6 @@ from course_app.demos.news_feed import BUGS
 
 HERE = Path(__file__).resolve().parent  # feed_bug_runs.py, the plugin the runs load
 PYTHONPATH = [part for part in os.environ.get("PYTHONPATH", "").split(os.pathsep) if part]
-# The eight bugs run in this many pytest sessions at once: one session per bug costs seconds
-# of CPU each before the first test (imports), a single one waits for every test in turn.
-RUNS_AT_ONCE = 2
 # One of your tests that hangs on a bug fails after this long (and so catches it).
 YOUR_TEST_TIMEOUT = 10
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,10 +62,12 @@ class Verdict:
 Verdicts = dict[str, dict[str, Verdict]]  # bug ("" for the correct feed) -> test name -> verdict
 
 
-def run_your_tests(path: Path, bugs: list[str]) -> dict[str, dict[str, Verdict]]:
+def run_your_tests(
+    path: Path, bugs: list[str], stop: threading.Event | None = None
+) -> dict[str, dict[str, Verdict]]:
     """Run the tests in ``path`` once per feed in ``bugs`` ("" is the correct feed), in one
     pytest session; returns bug -> test name -> verdict. After a test times out the session
-    stops, and the feeds after it come back "not run"."""
+    stops, and the feeds after it come back "not run"; so do all of them once ``stop`` is set."""
     rows, problem = run_reported(
         [
             "-o", f"timeout={YOUR_TEST_TIMEOUT}", "--import-mode=importlib",
@@ -73,6 +77,7 @@ def run_your_tests(path: Path, bugs: list[str]) -> dict[str, dict[str, Verdict]]
         cwd=ROOT,
         env={BUGS_ENV: ",".join(bugs), "PYTHONPATH": os.pathsep.join([str(HERE), *PYTHONPATH])},
         timeout=300,
+        cancel=stop,
     )  # fmt: skip
     runs: dict[str, dict[str, Verdict]] = {bug: {} for bug in bugs}
     for row in rows:
@@ -93,24 +98,29 @@ def decided(verdicts: dict[str, Verdict]) -> bool:
 @pytest.fixture(scope="module")
 def verdicts(exercise: ModuleType) -> Verdicts:
     path = Path(exercise.__file__)
-    correct = run_your_tests(path, [""])[""]
-    if any(verdict.outcome != "passed" for verdict in correct.values()):
-        return {"": correct}  # bugs are only worth hunting with tests that pass
-    found: Verdicts = {"": correct}
-    left = list(BUGS)
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=len(BUGS)) as pool:
+        # Every bug in a session of its own, while this thread runs the correct feed.
+        bug_runs = [pool.submit(run_your_tests, path, [bug], stop) for bug in BUGS]
+        correct = run_your_tests(path, [""])[""]
+        if any(verdict.outcome != "passed" for verdict in correct.values()):
+            stop.set()  # bugs are only worth hunting with tests that pass
+            return {"": correct}
+        found: Verdicts = {"": correct}
+        for run in bug_runs:
+            found.update(run.result())
+    # A session that stopped early (a test timed out, pytest could not start) leaves its
+    # feed undecided: run those again, each on its own, until a round decides none.
+    left = [bug for bug in BUGS if not decided(found[bug])]
     while left:
-        groups = [left[n::RUNS_AT_ONCE] for n in range(min(RUNS_AT_ONCE, len(left)))]
-        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
-            runs = list(pool.map(partial(run_your_tests, path), groups))
-        progress = False
-        for run in runs:
-            for bug, outcomes in run.items():
-                if decided(outcomes):
-                    found[bug], progress = outcomes, True
-        left = [bug for bug in left if bug not in found]
-        if not progress:  # nothing ran at all: say so rather than loop
-            found.update({bug: run[bug] for run in runs for bug in run if bug in left})
+        with ThreadPoolExecutor(max_workers=len(left)) as pool:
+            runs = list(pool.map(lambda bug: run_your_tests(path, [bug]), left))
+        decided_now = {bug: run[bug] for run in runs for bug in run if decided(run[bug])}
+        if not decided_now:  # nothing ran at all: say so rather than loop
+            found.update({bug: run[bug] for run in runs for bug in run})
             break
+        found.update(decided_now)
+        left = [bug for bug in left if bug not in decided_now]
     return found
 
 
