@@ -23,12 +23,16 @@ lab: $(STAMP)
 
 # Four workers on two cores: most tests wait on sockets, kernels and pace, not the CPU.
 # loadscope keeps each notebook's cells (and each test module or class) on one worker, in
-# order; the slow per-notebook and per-lesson checks are one class each, so they spread.
+# order, followed by the notebook's second Run All in the same kernel (tests/plugins/
+# notebook_rerun.py). --no-loadscope-reorder: the workers take the scopes longest first, as
+# measured (tests/plugins/schedule.py), not by number of items.
 # exercises/ are the learner's files (any state, even a syntax error); the stubs there are
 # generated from solutions/, which are linted, and CI checks the committed stubs match.
+# PYTEST_ARGS: more pytest options for this run only (benchmarks/test_suite_time.py's
+# --cpu-report); PYTEST_ADDOPTS would reach the pytest runs the tests start, too.
 test: $(STAMP)
 	$(BIN)/ruff check --extend-exclude exercises .
-	$(BIN)/python -m pytest -n 4 --dist loadscope
+	$(BIN)/python -m pytest -n 4 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

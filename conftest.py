@@ -10,6 +10,12 @@ import pytest
 from course_app.checking import EXERCISES_DIR_ENV, write_stubs
 from course_app.runtime.pace import TEST_PACE
 
+pytest_plugins = [
+    "tests.plugins.notebook_rerun",  # each notebook's second Run All, in nbval's kernel
+    "tests.plugins.cpu_report",  # --cpu-report=FILE: wall and CPU seconds per test
+    "tests.plugins.schedule",  # longest scopes first on pytest-xdist's workers
+]
+
 # Demo delays near zero: printed outputs do not depend on the pace, only the run time does.
 # `course check` runs exercise tests at the same pace (course_app.runtime.pace.TEST_PACE).
 os.environ["COURSE_PACE"] = str(TEST_PACE)

@@ -1,0 +1,1 @@
+"""pytest plugins the root conftest.py loads for every test run."""

@@ -1,0 +1,51 @@
+"""``--cpu-report=FILE``: each test's wall time and CPU time, one JSON line per test.
+
+`--durations` gives wall time, which on a loaded machine mostly measures the load. CPU time
+(this process plus the children it reaped: kernels, servers, `course check`, Chromium)
+is what the suite's budget is about; benchmarks/test_suite_time.py sums it per scope. A child's
+CPU counts when it is reaped, so a notebook kernel's lands on the notebook's last item.
+Every pytest-xdist worker appends to the same file (one short write per line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from collections.abc import Iterator
+
+import pytest
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cpu-report",
+        metavar="FILE",
+        default=None,
+        help="append each test's wall and CPU seconds (with its children's) to FILE as JSON lines",
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    target = item.config.getoption("--cpu-report")
+    if not target:
+        yield
+        return
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    yield
+    line = {
+        "nodeid": item.nodeid,
+        "wall": round(time.perf_counter() - wall, 3),
+        "cpu": round(_cpu_seconds() - cpu, 3),
+        "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+    }
+    with open(target, "a", encoding="utf-8") as report:
+        report.write(json.dumps(line) + "\n")
