@@ -14,6 +14,7 @@ EXPORTS = {
     "request_guards": ["BodyRefused", "guard_requests", "read_json"],
     "quiet_disconnects": ["QuietDisconnectRoute"],
     "shutdown": ["close_at_shutdown", "shutdown_requested"],
+    "stream_timing": ["StreamRecord", "StreamTiming"],
     "answer_streams": [
         "INTERNAL",
         "INTERRUPTED",
