@@ -24,6 +24,8 @@ machine they move with it.
 
 Run: .venv/bin/python benchmarks/capstone_readers.py [--readers 1000] [--serve]
      (a few minutes; the model runs at `--pace 5`, a token every 250 ms)
+     `--extra-path DIR` measures the servers with what `uvicorn[standard]` adds (uvloop,
+     httptools), installed apart: `pip install --target DIR uvloop httptools`.
 """
 
 from __future__ import annotations
@@ -195,16 +197,18 @@ class CourseServe:
         stop_process_group(self.process, grace=5)
 
 
-def start_server(kind: str, redis_url: str | None, pace: float) -> Any:
+def start_server(kind: str, redis_url: str | None, pace: float, extra_path: str = "") -> Any:
     from course_app.services import WorkerProcesses
 
     env = {"COURSE_PACE": str(pace), "OPENAI_BASE_URL": ""}
     if redis_url:
         env["REDIS_URL"] = redis_url
+    if extra_path:  # uvicorn's defaults ("auto") pick uvloop and httptools when importable
+        env["PYTHONPATH"] = extra_path
     if kind == "serve":
         return CourseServe(env)
     workers = 2 if kind == "2 workers" else 1
-    env["PYTHONPATH"] = str(SOLUTIONS)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOLUTIONS), extra_path]))
     return WorkerProcesses(
         "13_capstone:app", workers=workers, name=f"capstone-bench-{kind}", env=env, grace=3
     ).start()
@@ -252,7 +256,7 @@ async def measure(kind: str, store: str, redis_url: str | None, args: argparse.N
     posting: asyncio.Task[None] | None = None
     step = "starting the server"
     try:
-        server = await asyncio.to_thread(start_server, kind, redis_url, args.pace)
+        server = await asyncio.to_thread(start_server, kind, redis_url, args.pace, args.extra_path)
         pids = server.worker_pids
         chat_id = f"bench-{kind.replace(' ', '')}-{store}"
         timeout = httpx.Timeout(120.0, connect=60.0)
@@ -388,6 +392,12 @@ async def main() -> None:
     parser.add_argument("--join-bound", type=float, default=300.0, help="seconds to join")
     parser.add_argument("--serve", action="store_true", help="also `course serve 13 --solution`")
     parser.add_argument("--only", default="", help="comma-separated: memory,redis1,redis2,serve")
+    parser.add_argument(
+        "--extra-path",
+        default="",
+        help="a folder on the servers' PYTHONPATH, e.g. `pip install --target DIR uvloop"
+        " httptools` (uvicorn[standard]'s C loop and parser; the course does not install them)",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -15,7 +15,9 @@ closed tab from a lost connection or a reload.
 
 You write the in-process store (`AnswerStore`: start, run, replay, stop) and the POST
 route. With `REDIS_URL` set, the app uses `course_app.streams.answer_streams.RedisAnswerStore`
-instead (same methods), so that any worker process can resume or stop any answer.
+instead (same methods), so that any worker process can resume or stop any answer. Last, you
+write the idea that lets that store serve 1,000 readers of an answer on one Redis connection,
+on a feed of your own: a `Follower` (one reader of the source, any number of local readers).
 
 Check your work: `course check 13` in a terminal, or the check cell in the notebook.
 Try it by hand: `course serve 13` (it starts the course's fake LLM server too), then open
@@ -28,6 +30,7 @@ http://127.0.0.1:8000/, or
 """
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import os
@@ -37,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import openai
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
@@ -306,6 +309,107 @@ class AnswerStore:
 
 
 Store = AnswerStore | RedisAnswerStore
+
+
+# -- many readers, one read of the source: a follower (what the Redis store does per answer) -----
+
+Entry = tuple[int, str]  # (id, data); ids only grow, as a Redis stream's entry ids do
+
+
+class Feed(Protocol):
+    """A source of numbered entries with two ways in, as an answer's Redis stream has."""
+
+    async def wait_after(self, after: int) -> list[Entry]:
+        """The entries after `after`, waiting until there is one.
+
+        Costly while it waits: on Redis it is `XREAD BLOCK`, which holds a connection.
+        """
+        ...
+
+    async def history(self, after: int) -> list[Entry]:
+        """Every entry after `after` that the feed keeps, at once (`XRANGE`: a short command)."""
+        ...
+
+
+class Follower:
+    """Reads one feed for any number of readers in this process: one `wait_after()` at a time.
+
+    It keeps the newest entries it has read (at most `window`) in one list that every reader
+    shares: a reader costs a position in it, not a copy, a queue or a connection. It never
+    waits for a reader: a reader left behind the window catches up from the feed's history.
+    (RedisAnswerStore's follower does this per answer, plus what ends an answer.)
+    """
+
+    def __init__(self, feed: Feed, *, window: int = 256) -> None:
+        self.feed = feed
+        self.window = window
+        self.entries: list[Entry] = []  # the newest entries read, oldest first
+        self.floor = 0  # the id of the newest entry dropped from `entries` (0: none yet)
+        self._changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> "Follower":
+        """Start reading the feed from its first entry, in a task of its own."""
+        self.task = asyncio.create_task(self._run(), name="follower")
+        return self
+
+    async def aclose(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def _wake(self) -> None:
+        """Wake every reader waiting in `_changes()`: call it after each change of the window."""
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _changes(self) -> None:
+        """Wait until the window changes."""
+        await self._changed.wait()
+
+    async def _run(self) -> None:
+        """The one reader of the feed: read, publish into the window, wake the readers."""
+        # TODO: for ever: ask the feed for the entries after the newest one read so far
+        #       (the last in the window, or `floor` while the window is empty), add them
+        #       to `entries`, drop the oldest beyond `window` (`floor` becomes the id of
+        #       the newest one dropped), then wake the readers. Never wait for a reader.
+        ### BEGIN SOLUTION
+        while True:
+            newest = self.entries[-1][0] if self.entries else self.floor
+            self.entries.extend(await self.feed.wait_after(newest))
+            excess = len(self.entries) - self.window
+            if excess > 0:
+                self.floor = self.entries[excess - 1][0]
+                del self.entries[:excess]
+            self._wake()
+        ### END SOLUTION
+
+    async def read(self, after: int = 0) -> AsyncIterator[Entry]:
+        """One reader: every entry after `after`, in order, then each new one, for ever."""
+        # TODO: keep the id of the last entry given to this reader (start at `after`).
+        # TODO: behind the window (the id is older than `floor`)? The window no longer has
+        #       what comes next: give what `feed.history()` keeps after the id, then look
+        #       again (a slow reader may fall behind more than once).
+        # TODO: otherwise the next entry is the window's first one with a greater id: give
+        #       it. The window may change while you are suspended at a `yield`: look it up
+        #       again each time (`bisect.bisect_right(..., key=...)` finds it). Nothing
+        #       newer? Wait for `_changes()`. Never call `wait_after()` here.
+        ### BEGIN SOLUTION
+        last = after
+        while True:
+            if last < self.floor:
+                for entry in await self.feed.history(last):
+                    last = entry[0]
+                    yield entry
+                continue
+            index = bisect.bisect_right(self.entries, last, key=lambda entry: entry[0])
+            if index < len(self.entries):
+                entry = self.entries[index]
+                last = entry[0]
+                yield entry
+            else:
+                await self._changes()
+        ### END SOLUTION
 
 
 # -- the wire: checking a request, streaming an answer ------------------------------------------

@@ -1,25 +1,32 @@
-"""Lesson 13: the answer store (start, run, replay, stop) and the POST route of the chat service.
+"""Lesson 13: the answer store (start, run, replay, stop), the POST route of the chat service,
+and the follower (one read of a source for any number of readers).
 
 The store is tested on chunk sources the test drives chunk by chunk, so no verdict depends on
 the machine's speed; the routes against the course's fake LLM server, with "count forever"
 where an answer must still be running when the test acts: the relay cuts it at MAX_DELTAS
-pieces, which take 20 s at the checks' pace, more than a check may last.
+pieces, which take 20 s at the checks' pace, more than a check may last. The follower runs
+on a feed the test writes entry by entry (every step happens on one event loop, in the same
+order at any speed), and once on a real Redis stream, where `CLIENT LIST` counts its
+connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import httpx_sse
 import pytest
+import redis
 from fastapi.testclient import TestClient
 
 from course_app.checking import live_server  # noqa: F401 (a fixture)
@@ -27,11 +34,13 @@ from course_app.fake_openai import create_app as create_fake_llm
 from course_app.fake_openai import llm_settings
 from course_app.fake_openai.app import StreamStats
 from course_app.runtime import LessonServer
+from course_app.services import REDIS_HINT, RedisServer, redis_binary, redis_client
 from course_app.streams import INTERNAL, SHUT_DOWN, STOPPED, AnswerInProgress
 from course_app.streams import ui_message_stream as ui
 
 from task_helpers import server_said
 
+T = TypeVar("T")
 BOUND = 5.0  # seconds: how long a test waits for something that must happen (a bound)
 SECRET = "connection to 10.0.0.7:5432 refused (password=hunter2)"
 FILE_PART = {"type": "file", "mediaType": "text/plain", "url": "data:text/plain,hello"}
@@ -568,3 +577,374 @@ def test_upstream_failures_become_a_safe_error_part(
     chunks = chunks_of(post(client, request(f"f-{fault}", "hello", simulate=fault)))
     assert chunks[-1] == ui.error(message)
     assert sum(chunk["type"] == "error" for chunk in chunks) == 1
+
+
+# -- the follower: one read of the feed, any number of readers ----------------------------------
+
+
+class Piece(str):
+    """An entry's data, counted while it is alive: what a follower keeps in memory shows."""
+
+    alive = 0
+
+    def __new__(cls, text: str) -> Piece:
+        Piece.alive += 1
+        return super().__new__(cls, text)
+
+    def __del__(self) -> None:
+        Piece.alive -= 1
+
+
+class FakeFeed:
+    """Entries 1, 2, ... that the test publishes. Each read makes fresh data and the feed keeps
+    none, so the entries alive are the ones the follower and its readers hold. It counts the
+    `wait_after()` calls waiting at once: on Redis, a connection each."""
+
+    def __init__(self) -> None:
+        self.newest = 0
+        self.waiting = 0
+        self.most_waiting = 0
+        self._grew = asyncio.Event()
+
+    def publish(self, count: int = 1) -> None:
+        self.newest += count
+        grew, self._grew = self._grew, asyncio.Event()
+        grew.set()
+
+    def _after(self, after: int) -> list[tuple[int, str]]:
+        return [(n, Piece(f"entry {n}")) for n in range(after + 1, self.newest + 1)]
+
+    async def wait_after(self, after: int) -> list[tuple[int, str]]:
+        self.waiting += 1
+        self.most_waiting = max(self.most_waiting, self.waiting)
+        try:
+            while self.newest <= after:
+                await self._grew.wait()
+            return self._after(after)
+        finally:
+            self.waiting -= 1
+
+    async def history(self, after: int) -> list[tuple[int, str]]:
+        await asyncio.sleep(0)  # a round trip
+        return self._after(after)
+
+
+def entries(first: int, last: int) -> list[tuple[int, str]]:
+    return [(n, f"entry {n}") for n in range(first, last + 1)]
+
+
+async def take(
+    reader: AsyncIterator[Any],
+    after: int,
+    last: int,
+    *,
+    slow: int = 0,
+    started: list[int] | None = None,
+    who: str = "a reader",
+) -> list[tuple[int, str]]:
+    """The reader's entries after `after` up to `last` (data as plain text), checked one by
+    one: a gap or a duplicate fails at once, named. `slow`: loop turns between two entries;
+    `started`: a list to which this reader adds a slot that counts its entries."""
+    got: list[tuple[int, str]] = []
+    slot = len(started) if started is not None else 0
+    if started is not None:
+        started.append(0)
+
+    def failure(problem: str) -> AssertionError:
+        recent = [i for i, _ in got][-6:]
+        return AssertionError(f"{who}, from entry {after + 1}, got ids ...{recent}: {problem}")
+
+    try:
+        async with asyncio.timeout(BOUND):
+            async for entry_id, data in reader:
+                got.append((entry_id, str(data)))
+                due = after + len(got)
+                if entry_id < due:
+                    raise failure(f"entry {entry_id} came again (a duplicate)")
+                if entry_id > due:
+                    missing = (
+                        f"entries {due} to {entry_id - 1}" if entry_id - 1 > due else f"entry {due}"
+                    )
+                    raise failure(f"{missing} never came (a gap)")
+                if started is not None:
+                    started[slot] += 1
+                if entry_id == last:
+                    break
+                for _ in range(slow):
+                    await asyncio.sleep(0)
+    except TimeoutError:
+        raise failure(
+            f"then it waited for ever for entry {after + len(got) + 1}: nobody woke it,"
+            " or nothing read the feed"
+        ) from None
+    finally:
+        await reader.aclose()  # type: ignore[attr-defined]
+    return got
+
+
+@contextlib.asynccontextmanager
+async def following(exercise: ModuleType, feed: Any, **options: int) -> AsyncIterator[Any]:
+    """The exercise's Follower of `feed`, started; closed at the end. If its task failed or
+    ended, that is the verdict: it explains why the readers got nothing."""
+    follower = exercise.Follower(feed, **options).start()
+    try:
+        yield follower
+    finally:
+        task = follower.task
+        ended = task is not None and task.done() and not task.cancelled()
+        failure = task.exception() if ended else None  # type: ignore[union-attr]
+        await follower.aclose()
+        if failure is not None:
+            raise failure
+        if ended:
+            raise AssertionError("the follower's _run() returned: it must read the feed for ever")
+
+
+async def gathered(tasks: list[asyncio.Task[T]]) -> list[T]:
+    """Every task's result; the first failure raised once all have ended (none left unread)."""
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]
+
+
+async def turns(count: int = 5) -> None:
+    """Let every other task run a few steps (no time passes: a verdict never depends on speed)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_follower_readers_join_at_any_point_without_gap_or_duplicate(
+    exercise: ModuleType,
+) -> None:
+    """Follower: readers joining at every point, from the start or after an id, get each entry once, in order
+
+    A reader that joins late needs entries the window has already dropped: where are they
+    still kept? Then it reads the window: which of its entries does it already have? And
+    if the window moves on while the reader is suspended at a `yield`, does your reader
+    still find its next entry?
+    """
+    total = 30
+
+    async def scenario() -> dict[tuple[int, int, int], list[tuple[int, str]]]:
+        feed = FakeFeed()
+        readers = {}
+        async with following(exercise, feed, window=4) as follower:
+            for step in range(total):
+                joined = feed.newest  # readers join now: from the start, the middle, the end
+                for after in sorted({0, joined // 2, max(joined - 1, 0), joined} - {total}):
+                    for slow in (0, 3):  # one keeps up, one falls behind the window
+                        who = f"a {'slow ' if slow else ''}reader that joined at entry {joined}"
+                        reader = take(follower.read(after), after, total, slow=slow, who=who)
+                        readers[(joined, after, slow)] = asyncio.create_task(reader)
+                await turns()
+                if feed.newest == total:
+                    break
+                feed.publish(min(1 + step % 3, total - feed.newest))  # 1, 2 or 3 at a time
+            return dict(zip(readers, await gathered(list(readers.values())), strict=True))
+
+    got = run(scenario())
+    for (joined, after, slow), seen in got.items():
+        expected = entries(after + 1, total)
+        who = f"a {'slow ' if slow else ''}reader that joined after entry {joined}, from {after}"
+        seen_ids, expected_ids = [i for i, _ in seen], [i for i, _ in expected]
+        assert seen_ids == expected_ids, f"{who}: got ids {seen_ids}, expected {expected_ids}"
+        assert seen == expected, who
+
+
+def test_follower_200_readers_share_one_read_of_the_feed(exercise: ModuleType) -> None:
+    """Follower: 200 readers of one feed wait on one wait_after() at a time, not one each
+
+    Who calls `wait_after()`: the follower's task, or every reader? On Redis, a waiting
+    `XREAD BLOCK` holds a connection for its whole wait: how many would 1,000 tabs need
+    (lesson 09, "Why not one Redis connection per client?")? What do readers wait on instead?
+    """
+
+    async def scenario() -> tuple[int, list[list[tuple[int, str]]]]:
+        feed = FakeFeed()
+        feed.publish(2)
+        async with following(exercise, feed) as follower:
+            readers = [asyncio.create_task(take(follower.read(0), 0, 10)) for _ in range(200)]
+            for _ in range(8):
+                await turns()
+                feed.publish()
+            return feed.most_waiting, await gathered(readers)
+
+    most, got = run(scenario())
+    assert most == 1, (
+        f"{most} wait_after() calls waited at once for 200 readers: only the follower may"
+        " call it (on Redis, each waiting call holds a connection)"
+        if most
+        else "nothing called wait_after(): the follower's _run() reads the feed"
+    )
+    complete = sum(seen == entries(1, 10) for seen in got)
+    assert complete == 200, f"{complete}/200 readers got entries 1 to 10 in order"
+
+
+def test_follower_a_reader_that_stops_reading_holds_nobody_back(exercise: ModuleType) -> None:
+    """Follower: a reader that stops reading neither holds the others back nor grows memory; later it gets every entry
+
+    Does the follower ever wait for a reader (a full queue's `put()`)? While entries flow
+    past a reader that does not read, what does it cost: a queue that grows, or nothing?
+    When it reads again, where does it find what the window has dropped?
+    """
+    window, total = 8, 160
+
+    async def scenario() -> tuple[list[tuple[int, str]], int, list[tuple[int, str]]]:
+        feed = FakeFeed()
+        async with following(exercise, feed, window=window) as follower:
+            stalled = follower.read(0)
+            first = []  # two entries, then this reader stops reading for a while
+            feed.publish(2)
+            async with asyncio.timeout(BOUND):
+                for _ in range(2):
+                    entry_id, data = await anext(stalled)
+                    first.append((entry_id, str(data)))
+            active = asyncio.create_task(take(follower.read(0), 0, total, who="another reader"))
+            for _ in range(total - 2):
+                feed.publish()
+                await turns(2)
+            try:
+                active_got = await active
+            except AssertionError as failure:
+                await stalled.aclose()
+                if "waited for ever" not in str(failure):
+                    raise
+                raise AssertionError(
+                    f"while one reader stopped reading, {failure}. Does the follower wait for"
+                    " the reader that stopped (a full queue)? It must never wait"
+                ) from None
+            await turns()
+            gc.collect()
+            kept = Piece.alive
+            who = "the reader that stopped reading, once it read again"
+            try:
+                rest = await take(stalled, 2, total, who=who)
+            except AssertionError as failure:
+                raise AssertionError(
+                    f"{failure}. What the window dropped meanwhile is in the feed's history"
+                ) from None
+            return active_got, kept, first + rest
+
+    gc.collect()
+    Piece.alive = 0  # what earlier checks left is gone; count from here
+    active_got, kept, stalled_got = run(scenario())
+    assert active_got == entries(1, total)
+    assert kept <= 2 * window, (
+        f"while one reader stopped reading, {kept} of {total} entries stayed in memory"
+        f" (window={window}): keep at most the window's newest entries, shared by every"
+        " reader, not a queue per reader, and never more than `window` in the window"
+    )
+    ids = [i for i, _ in stalled_got]
+    assert stalled_got == entries(1, total), (
+        f"the reader that stopped reading and read again got ids {ids}: what the window"
+        " dropped meanwhile is still in the feed's history"
+    )
+
+
+# -- the follower on a real Redis ---------------------------------------------------------------
+
+
+class RedisFeed:
+    """A Redis stream as a feed: entry ids "0-<n>", `wait_after` is XREAD BLOCK on a pool of up
+    to 250 connections (so a design with one per reader runs, and shows its count), `history`
+    is XRANGE on a pool of 2."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.key = key
+        self.blocking = redis_client(url, max_connections=250, name="t13-xread")
+        self.short = redis_client(url, max_connections=2, wait=BOUND, name="t13-xrange")
+        self.waiting = 0  # wait_after() calls under way
+
+    @staticmethod
+    def _entries(items: list[tuple[str, dict[str, str]]]) -> list[tuple[int, str]]:
+        return [(int(entry_id.split("-")[1]), fields["data"]) for entry_id, fields in items]
+
+    async def wait_after(self, after: int) -> list[tuple[int, str]]:
+        self.waiting += 1
+        try:
+            while True:
+                found = await self.blocking.xread({self.key: f"0-{after}"}, block=1000, count=500)
+                if found:
+                    return self._entries(found[0][1])
+        finally:
+            self.waiting -= 1
+
+    async def history(self, after: int) -> list[tuple[int, str]]:
+        return self._entries(await self.short.xrange(self.key, f"(0-{after}", "+"))
+
+    async def aclose(self) -> None:
+        await self.blocking.aclose()
+        await self.short.aclose()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    if redis_binary() is None:
+        message = f"this check needs redis-server: {REDIS_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with RedisServer(name="t13-redis") as running:
+        yield running
+
+
+def test_follower_on_redis_reads_for_200_readers_on_one_connection(
+    exercise: ModuleType, redis_server: RedisServer
+) -> None:
+    """Follower on a real Redis stream: 200 readers, one XREAD BLOCK connection (CLIENT LIST)
+
+    This is the Redis store's problem: a blocking `XREAD` holds its connection while it
+    waits, and redis-py's pool refuses the 101st. How many of your `wait_after()` calls
+    wait at once? Readers that catch up use `history()` (`XRANGE`), a short command.
+    """
+    key, readers, total = "t13:feed", 200, 8
+    admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    admin.delete(key)
+    for n in range(1, 4):
+        admin.xadd(key, {"data": f"entry {n}"}, id=f"0-{n}")
+
+    def xread_connections() -> list[dict[str, Any]]:
+        return [client for client in admin.client_list() if client["name"] == "t13-xread"]
+
+    async def scenario() -> tuple[list[list[tuple[int, str]]], int]:
+        feed = RedisFeed(redis_server.url, key)
+        try:
+            async with following(exercise, feed, window=4) as follower:
+                started: list[int] = []
+                tasks = [
+                    asyncio.create_task(take(follower.read(0), 0, total, started=started))
+                    for _ in range(readers)
+                ]
+                # Every reader has entries 1 to 3 and waits for more. Then, before anything new
+                # is added, every wait_after() call of this moment holds its connection in a
+                # blocked XREAD (a bounded wait: it never decides the verdict, only when to count).
+                deadline = time.monotonic() + BOUND
+                while sum(n >= 3 for n in started) < readers and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+                waiting = feed.waiting
+                while time.monotonic() < deadline:
+                    blocked = [c for c in xread_connections() if "b" in c["flags"]]
+                    if len(blocked) >= waiting:
+                        break
+                    await asyncio.sleep(0.01)
+                for n in range(4, total + 1):
+                    admin.xadd(key, {"data": f"entry {n}"}, id=f"0-{n}")
+                    await turns()
+                got = await gathered(tasks)
+                return got, len(xread_connections())  # the pool keeps every one it opened
+        finally:
+            await feed.aclose()
+
+    try:
+        got, connections = run(scenario())
+    finally:
+        admin.delete(key)
+        admin.close()
+    assert connections <= 1, (
+        f"{connections} Redis connections waited in XREAD BLOCK for {readers} readers of one"
+        " stream: only the follower may wait for new entries; readers wait on the follower"
+    )
+    complete = sum(seen == entries(1, total) for seen in got)
+    assert complete == readers, f"{complete}/{readers} readers got entries 1 to {total} in order"
