@@ -49,9 +49,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
-from course_app.fake_openai import FAULTS, LLMSettings, async_client, llm_settings
-from course_app.fake_openai import create_app as create_fake_llm
-from course_app.runtime import LessonServer, html_page
+from course_app.fake_openai import FAULTS, LLMSettings, open_llm
+from course_app.runtime import html_page
 from course_app.streams import (
     INTERNAL,
     SHUT_DOWN,
@@ -386,27 +385,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        fake: LessonServer | None = None
-        chosen = settings
-        if chosen is None:
+        # One client for the app's life: these settings, else OPENAI_BASE_URL and friends,
+        # else the course's fake server, started here and stopped when the app stops.
+        async with open_llm(settings, name="13-llm") as llm:
+            app.state.settings, app.state.llm = llm.settings, llm.client
+            if redis_url:
+                app.state.store = RedisAnswerStore(redis_url, linger=linger)
+            else:
+                app.state.store = AnswerStore(linger=linger)
             try:
-                chosen = llm_settings()  # OPENAI_BASE_URL and friends, if set
-            except LookupError:
-                fake = LessonServer(create_fake_llm(), name="13-llm").start()
-                chosen = llm_settings(fake.url)
-        app.state.settings = chosen
-        app.state.llm = async_client(chosen)
-        if redis_url:
-            app.state.store = RedisAnswerStore(redis_url, linger=linger)
-        else:
-            app.state.store = AnswerStore(linger=linger)
-        try:
-            yield
-        finally:
-            await app.state.store.aclose()  # running answers end; their readers are told
-            await app.state.llm.close()
-            if fake is not None:
-                fake.stop()
+                yield
+            finally:
+                await app.state.store.aclose()  # running answers end; their readers are told
 
     app = FastAPI(title="Lesson 13: a resumable, stoppable chat service", lifespan=lifespan)
     guard_requests(app, max_body=MAX_BODY)
