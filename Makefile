@@ -18,7 +18,17 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-lab: $(STAMP)
+# The AI SDK client (npm `ai`, pinned in tests/node) that lesson 13 and its tests run in
+# Node: installed with the course, never at run time. Without npm (or offline), the lesson's
+# cells and tests say what is missing.
+NODE_STAMP := tests/node/node_modules/.installed
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/node && npm ci --no-audit --no-fund --loglevel=error && touch .installed_ok && \
+		mv .installed_ok node_modules/.installed || echo "npm ci in tests/node failed: the AI SDK cells and tests will say so"; \
+	else echo "no npm: lesson 13's AI SDK cells and tests will say what to install"; fi
+
+lab: $(STAMP) $(NODE_STAMP)
 	$(BIN)/course lab
 
 # Four workers on two cores: most tests wait on sockets, kernels and pace, not the CPU.
@@ -30,7 +40,7 @@ lab: $(STAMP)
 # generated from solutions/, which are linted, and CI checks the committed stubs match.
 # PYTEST_ARGS: more pytest options for this run only (benchmarks/test_suite_time.py's
 # --cpu-report); PYTEST_ADDOPTS would reach the pytest runs the tests start, too.
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check --extend-exclude exercises .
 	$(BIN)/python -m pytest -n 4 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
@@ -43,7 +53,7 @@ stubs: $(STAMP)
 
 # Check cells run against freshly generated stubs (as in the test suite), so the stored
 # outputs never depend on the state of the maintainer's own exercises/ folder.
-notebooks: $(STAMP)
+notebooks: $(STAMP) $(NODE_STAMP)
 	stubs=$$(mktemp -d) && $(BIN)/python -m course_app.checking.stubs --out "$$stubs" >/dev/null && \
 	for nb in $(NB); do \
 		COURSE_EXERCISES_DIR="$$stubs" COURSE_PACE=1 $(BIN)/jupyter nbconvert --to notebook \
