@@ -1,13 +1,32 @@
-"""Shared fixtures: a real Chromium for browser tests."""
+"""Shared fixtures: a real Chromium for browser tests, a real redis-server for Redis tests."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from course_app.runtime import CHROMIUM_ARGS, CHROMIUM_HINT, chromium_path
+
+
+def unavailable(message: str) -> None:
+    """Skip on a learner's machine without the program; fail in CI, where it must run."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def redis_server(request: pytest.FixtureRequest) -> Iterator[object]:
+    """Debian's redis-server on a free port for one test module, named after the module."""
+    from course_app.services import REDIS_HINT, RedisServer, redis_binary
+
+    if redis_binary() is None:
+        unavailable(f"these tests need redis-server: {REDIS_HINT}")
+    with RedisServer(name=f"t-{Path(request.module.__file__).stem}") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

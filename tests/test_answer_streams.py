@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,11 +26,9 @@ from course_app.fake_openai import llm_settings
 from course_app.fake_openai.app import StreamStats
 from course_app.runtime import LessonServer
 from course_app.services import (
-    REDIS_HINT,
     PoolExhausted,
     RedisServer,
     WorkerProcesses,
-    redis_binary,
     redis_client,
     start_workers,
 )
@@ -47,17 +44,6 @@ from course_app.streams import (
 from course_app.streams import ui_message_stream as ui
 
 BOUND = 5.0
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    if redis_binary() is None:
-        message = f"these tests need redis-server: {REDIS_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with RedisServer(name="t13-answers") as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import threading
 import time
@@ -24,7 +23,7 @@ import pytest
 
 from course_app.demos.broadcast_app import create_app
 from course_app.runtime import LessonServer
-from course_app.services import REDIS_HINT, RedisServer, redis_binary
+from course_app.services import RedisServer
 from course_app.streams import Message, MissedEvents
 
 T = TypeVar("T")
@@ -443,17 +442,6 @@ def test_a_stalled_client_is_cut_off_and_a_resuming_one_misses_nothing(
 
 
 # ---------------------------------------------------------------- across workers: Redis
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    if redis_binary() is None:
-        message = f"this check needs redis-server: {REDIS_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with RedisServer(name="t09-redis") as running:
-        yield running
 
 
 def test_two_app_instances_share_messages_through_redis(

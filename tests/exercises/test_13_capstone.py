@@ -17,7 +17,6 @@ import contextlib
 import gc
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import ModuleType
@@ -34,7 +33,7 @@ from course_app.fake_openai import create_app as create_fake_llm
 from course_app.fake_openai import llm_settings
 from course_app.fake_openai.app import StreamStats
 from course_app.runtime import LessonServer
-from course_app.services import REDIS_HINT, RedisServer, redis_binary, redis_client
+from course_app.services import RedisServer, redis_client
 from course_app.streams import INTERNAL, SHUT_DOWN, STOPPED, AnswerInProgress
 from course_app.streams import ui_message_stream as ui
 
@@ -877,17 +876,6 @@ class RedisFeed:
     async def aclose(self) -> None:
         await self.blocking.aclose()
         await self.short.aclose()
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    if redis_binary() is None:
-        message = f"this check needs redis-server: {REDIS_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with RedisServer(name="t13-redis") as running:
-        yield running
 
 
 def test_follower_on_redis_reads_for_200_readers_on_one_connection(
