@@ -23,6 +23,7 @@ stops the upstream when its own client leaves shows up there as ``cancelled``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -108,6 +109,27 @@ def _trailing(items: list[Any], is_result: Any, content: Any) -> list[str]:
     return results
 
 
+async def _accept(
+    request: Request, parse: Callable[[Any], Any]
+) -> tuple[Any, str, str | None] | JSONResponse:
+    """The request parsed by ``parse``, its model and fault; or the error to answer with.
+
+    Both APIs refuse the same way: a body that is not JSON, a request that does not validate,
+    an unknown model, then a fault that strikes before the first byte.
+    """
+    body = await json_body(request)
+    parsed = body if isinstance(body, JSONResponse) else parse(body)
+    if isinstance(parsed, JSONResponse):
+        return parsed
+    split = _split_model(parsed.model, request.headers.get("x-fake-fault"))
+    if isinstance(split, JSONResponse):
+        return split
+    model, fault = split
+    if early := early_fault(fault):
+        return early
+    return parsed, model, fault
+
+
 def create_app() -> FastAPI:
     """The fake OpenAI API as a FastAPI app; serve it with :func:`course_app.serve`."""
     quiet_drops()
@@ -140,16 +162,10 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        body = await json_body(request)
-        chat = body if isinstance(body, JSONResponse) else parse_chat(body)
-        if isinstance(chat, JSONResponse):
-            return chat
-        split = _split_model(chat.model, request.headers.get("x-fake-fault"))
-        if isinstance(split, JSONResponse):
-            return split
-        model, fault = split
-        if early := early_fault(fault):
-            return early
+        accepted = await _accept(request, parse_chat)
+        if isinstance(accepted, JSONResponse):
+            return accepted
+        chat, model, fault = accepted
         users = [m for m in chat.messages if m.role == "user"]
         prompt = text_of(users[-1].content) if users else ""
         context = " ".join(text_of(m.content) for m in chat.messages)
@@ -177,16 +193,10 @@ def create_app() -> FastAPI:
 
     @app.post("/v1/responses")
     async def responses(request: Request) -> Response:
-        body = await json_body(request)
-        req = body if isinstance(body, JSONResponse) else parse_responses(body)
-        if isinstance(req, JSONResponse):
-            return req
-        split = _split_model(req.model, request.headers.get("x-fake-fault"))
-        if isinstance(split, JSONResponse):
-            return split
-        model, fault = split
-        if early := early_fault(fault):
-            return early
+        accepted = await _accept(request, parse_responses)
+        if isinstance(accepted, JSONResponse):
+            return accepted
+        req, model, fault = accepted
         results: list[str] = []
         if isinstance(req.input, str):
             prompt = context = req.input
