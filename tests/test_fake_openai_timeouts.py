@@ -44,6 +44,15 @@ def chat_body(prompt: str) -> dict[str, object]:
     }
 
 
+def cancelled_so_far(server: LessonServer) -> int:
+    """Cancelled streams, once the previous test's stream has ended: the server is shared,
+    and the fake can notice a client that left only after that test has returned."""
+    deadline = time.monotonic() + BOUND
+    while stats(server).open and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return stats(server).cancelled
+
+
 def cancelled_since(server: LessonServer, before: int, expected: int = 1) -> int:
     deadline = time.monotonic() + BOUND
     while stats(server).cancelled - before < expected and time.monotonic() < deadline:
@@ -57,7 +66,7 @@ def test_httpx_default_timeout_is_five_seconds_for_every_read() -> None:
 
 
 def test_a_stall_is_a_read_timeout_after_the_tokens_that_came(server: LessonServer) -> None:
-    before = stats(server).cancelled
+    before = cancelled_so_far(server)
     tokens = 0
     with httpx.Client(timeout=httpx.Timeout(10, read=READ)) as client:
         with pytest.raises(httpx.ReadTimeout):
@@ -95,7 +104,7 @@ def test_read_is_the_gap_between_chunks_not_the_whole_response(server: LessonSer
 
 
 def test_read_none_needs_an_overall_deadline(server: LessonServer) -> None:
-    before = stats(server).cancelled
+    before = cancelled_so_far(server)
 
     async def read_with_deadline() -> tuple[int, str]:
         tokens = 0
