@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from course_app.runtime import CHROMIUM_ARGS, CHROMIUM_HINT, chromium_path
-
-
-def unavailable(message: str) -> None:
-    """Skip on a learner's machine without the program; fail in CI, where it must run."""
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+from tests.unavailable import unavailable
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +33,7 @@ def browser() -> Iterator[object]:
     path = chromium_path()
     if path is None:
         message = f"browser tests need Chromium: {CHROMIUM_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(message)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

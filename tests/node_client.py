@@ -21,18 +21,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.unavailable import unavailable
 
 NODE_DIR = Path(__file__).parent / "node"
 INSTALL_HINT = (
     "install Node.js 18 or later with npm (Debian/Ubuntu: sudo apt-get install nodejs npm)"
 )
-
-
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _pinned_ai_version() -> str:
@@ -48,7 +42,7 @@ def node_binary() -> str:
     """The node binary, with the pinned packages installed (``npm ci`` the first time)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        _unavailable(f"the AI SDK client tests need Node.js and npm: {INSTALL_HINT}")
+        unavailable(f"the AI SDK client tests need Node.js and npm: {INSTALL_HINT}")
     assert node is not None and npm is not None
     if _installed_ai_version() != _pinned_ai_version():
         try:
@@ -60,12 +54,12 @@ def node_binary() -> str:
                 timeout=300,
             )
         except subprocess.TimeoutExpired:
-            _unavailable(
+            unavailable(
                 "npm ci in tests/node took more than 5 minutes (is the registry reachable?)"
             )
         if installed.returncode != 0:
             why = (installed.stderr or installed.stdout).strip().splitlines()[-3:]
-            _unavailable(f"npm ci in tests/node failed (offline?): {' / '.join(why)}")
+            unavailable(f"npm ci in tests/node failed (offline?): {' / '.join(why)}")
     return node
 
 

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from course_app.services import REDIS_HINT, ManagedProcess, RedisServer, redis_binary
+from tests.unavailable import unavailable
 
 
 class EchoError(RuntimeError):
@@ -76,9 +77,7 @@ def needs_redis() -> None:
     if redis_binary() is not None:
         return
     message = f"this test needs redis-server: {REDIS_HINT}"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)
 
 
 def test_rerunning_a_name_replaces_only_the_same_kind() -> None:
