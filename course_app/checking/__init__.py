@@ -13,6 +13,12 @@ EXPORTS = {
     "manifest": ["Lesson", "UnknownLessonError", "find_lesson", "load_lessons"],
     "stubs": ["StubMarkerError", "make_stub", "stub_for", "write_stubs"],
     "notebook_tests": ["run_in_notebook", "run_pytest"],
-    "pytest_fixtures": ["live_server"],
+    "pytest_fixtures": [
+        "PluggedApp",
+        "SharedServer",
+        "live_server",
+        "loopback_client",
+        "shared_server",
+    ],
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, EXPORTS)

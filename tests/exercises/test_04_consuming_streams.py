@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from types import ModuleType
 
@@ -14,12 +15,19 @@ from fastapi.responses import PlainTextResponse, Response
 from fastapi.testclient import TestClient
 from sse_starlette import EventSourceResponse
 
+from course_app.checking import (  # noqa: F401  (fixtures: one client, one server per module)
+    SharedServer,
+    loopback_client,
+    shared_server,
+)
 from course_app.runtime import LessonServer
 
 # ---------------------------------------------------------------------------- the buffer
 
 
-def test_buffer_numbers_events(exercise: ModuleType) -> None:
+def test_buffer_numbers_events(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """append() numbers events 1, 2, 3 and since(None) returns them all
 
     Where does append() find the id of the previous event, and what must it update so the
@@ -30,7 +38,9 @@ def test_buffer_numbers_events(exercise: ModuleType) -> None:
     assert [e.data for e in buffer.since(None)] == ["a", "b", "c"]
 
 
-def test_buffer_since(exercise: ModuleType) -> None:
+def test_buffer_since(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """since(2) returns the events after id 2; since(last id) returns none
 
     Which events have an id greater than the one asked for? What should since() give when
@@ -43,7 +53,9 @@ def test_buffer_since(exercise: ModuleType) -> None:
     assert buffer.since(5) == []
 
 
-def test_buffer_is_bounded_and_reports_gaps(exercise: ModuleType) -> None:
+def test_buffer_is_bounded_and_reports_gaps(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """the buffer keeps maxlen events; since() an id that fell out is None
 
     After since(3) the client needs event 4 first: is it still in the buffer? After
@@ -60,8 +72,9 @@ def test_buffer_is_bounded_and_reports_gaps(exercise: ModuleType) -> None:
 # -------------------------------------------------------------- the endpoint (given code)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client(exercise: ModuleType) -> Iterator[TestClient]:
+    # The endpoint only reads the buffer its startup filled: one app serves the module.
     with TestClient(exercise.create_app(total=10)) as test_client:
         yield test_client
 
@@ -101,7 +114,9 @@ def test_endpoint_204_when_nothing_is_left(client: TestClient) -> None:
     assert client.get("/events", headers={"Last-Event-ID": "10"}).status_code == 204
 
 
-def test_endpoint_resets_a_client_too_far_behind(exercise: ModuleType) -> None:
+def test_endpoint_resets_a_client_too_far_behind(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """Last-Event-ID older than the buffer: a reset event, then what the buffer still has
 
     The endpoint sends `reset` when since() returns None. With maxlen=3 and ten events,
@@ -126,23 +141,37 @@ def test_endpoint_rejects_a_malformed_last_event_id(client: TestClient) -> None:
 # ----------------------------------------------------------------------- the client
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def feed(exercise: ModuleType) -> Iterator[LessonServer]:
+    # Its own server: the app fills its buffer at startup. It only reads it afterwards, and
+    # reads RETRY_MS per request, so one feed serves every test that needs it.
     with LessonServer(exercise.create_app(total=10), name="t04-feed") as server:
         yield server
 
 
-def test_client_resumes_across_drops_exactly_once(exercise: ModuleType, feed: LessonServer) -> None:
+@pytest.fixture
+def http(loopback_client: httpx.Client) -> httpx.Client:  # noqa: F811
+    return loopback_client
+
+
+@pytest.fixture
+def serve(shared_server: SharedServer) -> Callable[[FastAPI], str]:  # noqa: F811
+    """serve(app) puts a test's scripted app on the module's server; returns its /events URL."""
+    return lambda app: shared_server.plug(app).url + "/events"
+
+
+def test_client_resumes_across_drops_exactly_once(
+    exercise: ModuleType, feed: LessonServer, http: httpx.Client
+) -> None:
     """read_resumable() survives a drop every 3 events: 1..10, each once, in order
 
     After a drop, which header tells the server where you stopped, and which id goes in it?
     How long do you wait before reconnecting: which field of the stream says so?
     """
     sleeps: list[float] = []
-    with httpx.Client(timeout=10) as http:
-        received = exercise.read_resumable(
-            feed.url + "/events?drop_after=3", client=http, sleep=sleeps.append
-        )
+    received = exercise.read_resumable(
+        feed.url + "/events?drop_after=3", client=http, sleep=sleeps.append
+    )
     assert [i for i, _ in received] == [str(n) for n in range(1, 11)]
     assert json.loads(received[0][1]) == {"headline": "news item 1"}
     assert sleeps == [0.1, 0.1, 0.1], "wait the server's retry (100 ms) before each reconnect"
@@ -202,7 +231,9 @@ def bounded_sleeps(limit: int = 10) -> tuple[list[float], Callable[[float], None
     return sleeps, sleep
 
 
-def test_client_gives_up_on_a_failing_server(exercise: ModuleType) -> None:
+def test_client_gives_up_on_a_failing_server(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """max_failures=2 against a server that always answers 503: two attempts, then GaveUp
 
     When do you raise: once the count of failures in a row REACHES max_failures. How many
@@ -210,31 +241,31 @@ def test_client_gives_up_on_a_failing_server(exercise: ModuleType) -> None:
     """
     app, attempts = scripted(plain(503, "down for maintenance"))
     sleeps, sleep = bounded_sleeps()
-    with LessonServer(app, name="t04-broken") as server, httpx.Client(timeout=10) as http:
-        with pytest.raises(exercise.GaveUp, match="gave up after 2 failed attempts in a row"):
-            exercise.read_resumable(
-                server.url + "/events", client=http, max_failures=2, sleep=sleep
-            )
+    url = serve(app)
+    with pytest.raises(exercise.GaveUp, match="gave up after 2 failed attempts in a row"):
+        exercise.read_resumable(url, client=http, max_failures=2, sleep=sleep)
     assert len(attempts) == 2, "max_failures=2: exactly two attempts"
     assert len(sleeps) == 1, "one wait between the two attempts, none after the last"
 
 
-def test_client_gives_up_when_nothing_listens(exercise: ModuleType) -> None:
+def test_client_gives_up_when_nothing_listens(exercise: ModuleType, http: httpx.Client) -> None:
     """a refused connection is a failed attempt too
 
     What does httpx raise when nothing listens on the port? Which exception class covers
     refused, reset and timed-out connections alike?
     """
-    with LessonServer(FastAPI(), name="t04-gone") as server:
-        url = server.url + "/events"
     sleeps, sleep = bounded_sleeps()
-    with httpx.Client(timeout=2) as http, pytest.raises(exercise.GaveUp):
+    # A port bound but not listening refuses every connection, and no other program can
+    # take it while the test runs.
+    with socket.socket() as unused, pytest.raises(exercise.GaveUp):
+        unused.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{unused.getsockname()[1]}/events"
         exercise.read_resumable(url, client=http, max_failures=2, sleep=sleep)
     assert len(sleeps) == 1
 
 
 def test_client_counts_failures_in_a_row_and_honours_retry(
-    exercise: ModuleType, monkeypatch: pytest.MonkeyPatch
+    exercise: ModuleType, feed: LessonServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """three drops, each after new events, are not failed attempts; retry: 250 is 0.25 s
 
@@ -243,18 +274,16 @@ def test_client_counts_failures_in_a_row_and_honours_retry(
     """
     monkeypatch.setattr(exercise, "RETRY_MS", 250)  # a value the client cannot guess
     sleeps: list[float] = []
-    with (
-        LessonServer(exercise.create_app(total=10), name="t04-retry") as server,
-        httpx.Client(timeout=10) as http,
-    ):
-        received = exercise.read_resumable(
-            server.url + "/events?drop_after=3", client=http, max_failures=1, sleep=sleeps.append
-        )
+    received = exercise.read_resumable(
+        feed.url + "/events?drop_after=3", client=http, max_failures=1, sleep=sleeps.append
+    )
     assert [i for i, _ in received] == [str(n) for n in range(1, 11)]
     assert sleeps == [0.25, 0.25, 0.25]
 
 
-def test_a_hello_is_not_progress(exercise: ModuleType) -> None:
+def test_a_hello_is_not_progress(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """a server that sends only retry + a comment, then ends, is given up on
 
     httpx-sse hands you the retry frame as an event with no id and no data. Does your
@@ -262,16 +291,16 @@ def test_a_hello_is_not_progress(exercise: ModuleType) -> None:
     """
     app, attempts = scripted(sse({"retry": 100, "comment": "connected"}))
     sleeps, sleep = bounded_sleeps()
-    with LessonServer(app, name="t04-hello") as server, httpx.Client(timeout=10) as http:
-        with pytest.raises(exercise.GaveUp):
-            exercise.read_resumable(
-                server.url + "/events", client=http, max_failures=2, sleep=sleep
-            )
+    url = serve(app)
+    with pytest.raises(exercise.GaveUp):
+        exercise.read_resumable(url, client=http, max_failures=2, sleep=sleep)
     assert len(attempts) == 2
     assert sleeps == [0.1]
 
 
-def test_a_negative_retry_is_ignored(exercise: ModuleType) -> None:
+def test_a_negative_retry_is_ignored(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """retry: -1 is not a delay: the client keeps the last valid one (250 ms here)
 
     httpx-sse turns "retry: -1" into the number -1. What does the SSE standard say about a
@@ -279,44 +308,44 @@ def test_a_negative_retry_is_ignored(exercise: ModuleType) -> None:
     """
     app, _ = scripted(sse({"retry": 250, "comment": "hello"}, {"retry": -1, "comment": "bad"}))
     sleeps, sleep = bounded_sleeps()
-    with LessonServer(app, name="t04-negative") as server, httpx.Client(timeout=10) as http:
-        with pytest.raises(exercise.GaveUp):
-            exercise.read_resumable(
-                server.url + "/events", client=http, max_failures=2, sleep=sleep
-            )
+    url = serve(app)
+    with pytest.raises(exercise.GaveUp):
+        exercise.read_resumable(url, client=http, max_failures=2, sleep=sleep)
     assert sleeps == [0.25]
 
 
-def test_retry_0_means_reconnect_at_once(exercise: ModuleType) -> None:
+def test_retry_0_means_reconnect_at_once(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """retry: 0 is a valid delay: reconnect at once, sleep(0), not the default wait
 
     0 is falsy in Python: does `if sse.retry:` tell "no retry field" apart from "retry: 0"?
     """
     app, _ = scripted(sse({"retry": 0, "comment": "hello"}))
     sleeps, sleep = bounded_sleeps()
-    with LessonServer(app, name="t04-retry0") as server, httpx.Client(timeout=10) as http:
-        with pytest.raises(exercise.GaveUp):
-            exercise.read_resumable(
-                server.url + "/events", client=http, max_failures=2, sleep=sleep
-            )
+    url = serve(app)
+    with pytest.raises(exercise.GaveUp):
+        exercise.read_resumable(url, client=http, max_failures=2, sleep=sleep)
     assert sleeps == [0]
 
 
-def test_204_means_stop(exercise: ModuleType) -> None:
+def test_204_means_stop(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """an HTTP 204 ends reading at once: not a failure, no reconnect
 
     Which status do you look at, and where, before you start reading events?
     """
     app, attempts = scripted(plain(204))
     sleeps: list[float] = []
-    with LessonServer(app, name="t04-204") as server, httpx.Client(timeout=10) as http:
-        assert (
-            exercise.read_resumable(server.url + "/events", client=http, sleep=sleeps.append) == []
-        )
+    url = serve(app)
+    assert exercise.read_resumable(url, client=http, sleep=sleeps.append) == []
     assert (len(attempts), sleeps) == (1, [])
 
 
-def test_an_error_status_is_a_failure_even_with_events(exercise: ModuleType) -> None:
+def test_an_error_status_is_a_failure_even_with_events(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """a 503 whose body is an event stream is a failed attempt: its events are not read
 
     httpx-sse parses any text/event-stream body, whatever the status, and its SSEError is
@@ -324,13 +353,15 @@ def test_an_error_status_is_a_failure_even_with_events(exercise: ModuleType) -> 
     """
     app, attempts = scripted(sse({"retry": 0}, *news(99), DONE, status=503), sse(*news(1, 2), DONE))
     sleeps, sleep = bounded_sleeps()
-    with LessonServer(app, name="t04-503") as server, httpx.Client(timeout=10) as http:
-        received = exercise.read_resumable(server.url + "/events", client=http, sleep=sleep)
+    url = serve(app)
+    received = exercise.read_resumable(url, client=http, sleep=sleep)
     assert [i for i, _ in received] == ["1", "2"], "the 503's events must not be collected"
     assert (len(attempts), len(sleeps)) == (2, 1)
 
 
-def test_a_client_error_gives_up_at_once(exercise: ModuleType) -> None:
+def test_a_client_error_gives_up_at_once(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """a 404 raises GaveUp at once, without retrying; a 429 (too many requests) is retried
 
     Will asking again change a 404 or a 401? Which 4xx status asks the client to come back
@@ -338,20 +369,22 @@ def test_a_client_error_gives_up_at_once(exercise: ModuleType) -> None:
     """
     missing, attempts = scripted(plain(404, "no such feed"))
     sleeps, sleep = bounded_sleeps()
-    with LessonServer(missing, name="t04-404") as server, httpx.Client(timeout=10) as http:
-        with pytest.raises(exercise.GaveUp, match="404"):
-            exercise.read_resumable(server.url + "/events", client=http, sleep=sleep)
+    url = serve(missing)
+    with pytest.raises(exercise.GaveUp, match="404"):
+        exercise.read_resumable(url, client=http, sleep=sleep)
     assert (len(attempts), sleeps) == (1, [])
 
     busy, attempts = scripted(plain(429, "slow down"), sse(*news(1), DONE))
     sleeps, sleep = bounded_sleeps()
-    with LessonServer(busy, name="t04-429") as server, httpx.Client(timeout=10) as http:
-        received = exercise.read_resumable(server.url + "/events", client=http, sleep=sleep)
+    url = serve(busy)
+    received = exercise.read_resumable(url, client=http, sleep=sleep)
     assert [i for i, _ in received] == ["1"]
     assert (len(attempts), len(sleeps)) == (2, 1)
 
 
-def test_events_already_seen_are_skipped(exercise: ModuleType) -> None:
+def test_events_already_seen_are_skipped(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """a server that ignores Last-Event-ID replays 1-3 again: each event is collected once
 
     A server may replay events you already have (it lost its place, or ignores the
@@ -360,14 +393,16 @@ def test_events_already_seen_are_skipped(exercise: ModuleType) -> None:
     replay = sse({"retry": 0}, *news(1, 2, 3))
     app, attempts = scripted(replay, replay, sse(*news(1, 2, 3, 4, 5), DONE))
     sleeps, sleep = bounded_sleeps()
-    with LessonServer(app, name="t04-replay") as server, httpx.Client(timeout=10) as http:
-        received = exercise.read_resumable(server.url + "/events", client=http, sleep=sleep)
+    url = serve(app)
+    received = exercise.read_resumable(url, client=http, sleep=sleep)
     assert [i for i, _ in received] == ["1", "2", "3", "4", "5"]
     assert attempts == [None, "3", "3"], "send the id of the newest event you received"
     assert sleeps == [0, 0]
 
 
-def test_replayed_events_are_not_progress(exercise: ModuleType) -> None:
+def test_replayed_events_are_not_progress(
+    exercise: ModuleType, serve: Callable[[FastAPI], str], http: httpx.Client
+) -> None:
     """a server that replays 1-3 and drops, forever: replays are not progress, GaveUp follows
 
     The second connection brings ids 1, 2, 3 again: nothing new. Does your client reset
@@ -375,10 +410,8 @@ def test_replayed_events_are_not_progress(exercise: ModuleType) -> None:
     """
     app, attempts = scripted(sse({"retry": 0}, *news(1, 2, 3)))
     sleeps, sleep = bounded_sleeps()
-    with LessonServer(app, name="t04-stuck") as server, httpx.Client(timeout=10) as http:
-        with pytest.raises(exercise.GaveUp, match="gave up after 2 failed attempts in a row"):
-            exercise.read_resumable(
-                server.url + "/events", client=http, max_failures=2, sleep=sleep
-            )
+    url = serve(app)
+    with pytest.raises(exercise.GaveUp, match="gave up after 2 failed attempts in a row"):
+        exercise.read_resumable(url, client=http, max_failures=2, sleep=sleep)
     # The first attempt brought 1-3 (progress); the next two brought nothing new.
     assert (len(attempts), len(sleeps)) == (3, 2)

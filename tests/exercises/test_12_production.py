@@ -7,12 +7,18 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 
 import httpx
 import pytest
 
+from course_app.checking import (  # noqa: F401  (fixtures: one client, one server per module)
+    PluggedApp,
+    SharedServer,
+    loopback_client,
+    shared_server,
+)
 from course_app.runtime import LessonServer
 from course_app.services import NGINX_HINT, nginx_available, start_proxy
 from tests.unavailable import unavailable
@@ -36,20 +42,17 @@ def needs_nginx() -> None:
 
 
 @pytest.fixture
-def serve_app(exercise: ModuleType) -> Iterator[Callable[..., LessonServer]]:
-    """Start the exercise's app with options; every server is stopped after the test."""
-    started: list[LessonServer] = []
+def serve_app(
+    exercise: ModuleType,
+    shared_server: SharedServer,  # noqa: F811
+) -> Callable[..., PluggedApp]:
+    """A fresh app of the exercise's with these options, on the module's one server."""
+    return lambda **options: shared_server.plug(exercise.create_app(**options))
 
-    def start(grace: float = 1.0, **options: object) -> LessonServer:
-        server = LessonServer(
-            exercise.create_app(**options), name=f"t12-{len(started)}", grace=grace
-        )
-        started.append(server.start())
-        return server
 
-    yield start
-    for server in started:
-        server.stop()
+@pytest.fixture
+def http(loopback_client: httpx.Client) -> httpx.Client:  # noqa: F811
+    return loopback_client
 
 
 def body(response: httpx.Response) -> object:
@@ -62,7 +65,7 @@ def body(response: httpx.Response) -> object:
 class Lines:
     """The lines of a streaming response, read a few at a time."""
 
-    def __init__(self, response: httpx.Response, server: LessonServer) -> None:
+    def __init__(self, response: httpx.Response, server: PluggedApp | LessonServer) -> None:
         self.lines = response.iter_lines()
         self.server = server
 
@@ -171,7 +174,10 @@ def test_signature_is_compared_in_constant_time(
 
 @pytest.mark.parametrize("reason", ["missing", "malformed", "forged", "expired"])
 def test_bad_token_gets_401_before_any_stream(
-    exercise: ModuleType, serve_app: Callable[..., LessonServer], reason: str
+    exercise: ModuleType,
+    serve_app: Callable[..., PluggedApp],
+    http: httpx.Client,
+    reason: str,
 ) -> None:
     """a missing, malformed, forged or expired token gets 401 before any stream starts
 
@@ -185,7 +191,7 @@ def test_bad_token_gets_401_before_any_stream(
         "expired": exercise.issue_token("ada", -10),
     }[reason]
     server = serve_app()
-    response = httpx.get(server.url + "/events", params={"token": token} if token else None)
+    response = http.get(server.url + "/events", params={"token": token} if token else None)
     assert response.status_code == 401, server_said(server)
     got = (body(response), response.headers.get("www-authenticate"))
     assert got == ({"detail": f"token {reason}"}, "Bearer")
@@ -193,7 +199,9 @@ def test_bad_token_gets_401_before_any_stream(
 
 
 def test_valid_token_streams_ticks_with_ids(
-    exercise: ModuleType, serve_app: Callable[..., LessonServer]
+    exercise: ModuleType,
+    serve_app: Callable[..., PluggedApp],
+    http: httpx.Client,
 ) -> None:
     """a valid token streams `tick` events with ids 1, 2, ... and the user in the data
 
@@ -202,11 +210,10 @@ def test_valid_token_streams_ticks_with_ids(
     """
     server = serve_app(interval=0.5)
     token = exercise.issue_token("ada", 60)
-    with httpx.Client(timeout=10) as client:
-        with client.stream("GET", server.url + "/events", params={"token": token}) as response:
-            assert response.status_code == 200, f"{response.read()!r}{server_said(server)}"
-            stream = Lines(response, server)
-            lines = stream.until("data:") + stream.until("data:")
+    with http.stream("GET", server.url + "/events", params={"token": token}) as response:
+        assert response.status_code == 200, f"{response.read()!r}{server_said(server)}"
+        stream = Lines(response, server)
+        lines = stream.until("data:") + stream.until("data:")
     events = [line for line in lines if not line.startswith(":")]
     assert events == [
         "id: 1", "event: tick", 'data: {"user": "ada", "n": 1, "pad": ""}',
@@ -215,7 +222,9 @@ def test_valid_token_streams_ticks_with_ids(
 
 
 def test_full_server_answers_503_and_keeps_serving_the_others(
-    exercise: ModuleType, serve_app: Callable[..., LessonServer]
+    exercise: ModuleType,
+    serve_app: Callable[..., PluggedApp],
+    http: httpx.Client,
 ) -> None:
     """with max_streams open, the next client gets 503 + Retry-After; the open ones go on
 
@@ -226,31 +235,32 @@ def test_full_server_answers_503_and_keeps_serving_the_others(
     server = serve_app(max_streams=2, retry_after=7, interval=1)
     token = exercise.issue_token("ada", 60)
     url = server.url + "/events"
-    with httpx.Client(timeout=10) as one, httpx.Client(timeout=10) as two:
-        with (
-            one.stream("GET", url, params={"token": token}) as first,
-            two.stream("GET", url, params={"token": token}) as second,
-        ):
-            assert first.status_code == 200, server_said(server)
-            assert second.status_code == 200, server_said(server)
-            third = httpx.get(url, params={"token": token}, timeout=10)
-            assert third.status_code == 503, server_said(server)
-            got = (body(third), third.headers.get("retry-after"))
-            assert got == ({"detail": "too many open streams"}, "7")
-            assert server.app.state.slots.peak == 2, "the 503 must come before a slot is taken"
-            for response in (first, second):
-                assert Lines(response, server).until("id: 2")[-1] == "id: 2"
-            wrong = httpx.get(url, params={"token": "ada"}, timeout=10)
-            assert wrong.status_code == 401, "a bad token gets 401 even when the server is full"
+    # Two streams at once: the client opens a connection for each.
+    with (
+        http.stream("GET", url, params={"token": token}) as first,
+        http.stream("GET", url, params={"token": token}) as second,
+    ):
+        assert first.status_code == 200, server_said(server)
+        assert second.status_code == 200, server_said(server)
+        third = http.get(url, params={"token": token})
+        assert third.status_code == 503, server_said(server)
+        got = (body(third), third.headers.get("retry-after"))
+        assert got == ({"detail": "too many open streams"}, "7")
+        assert server.app.state.slots.peak == 2, "the 503 must come before a slot is taken"
+        for response in (first, second):
+            assert Lines(response, server).until("id: 2")[-1] == "id: 2"
+        wrong = http.get(url, params={"token": "ada"})
+        assert wrong.status_code == 401, "a bad token gets 401 even when the server is full"
     freed = wait_until(lambda: server.app.state.slots.open == 0)
     assert freed, "the slots were not given back when the clients left"
-    with httpx.Client(timeout=10) as client:
-        with client.stream("GET", url, params={"token": token}) as again:
-            assert again.status_code == 200, "a freed slot must serve the next client"
+    with http.stream("GET", url, params={"token": token}) as again:
+        assert again.status_code == 200, "a freed slot must serve the next client"
 
 
 def test_quiet_stream_sends_heartbeats(
-    exercise: ModuleType, serve_app: Callable[..., LessonServer]
+    exercise: ModuleType,
+    serve_app: Callable[..., PluggedApp],
+    http: httpx.Client,
 ) -> None:
     """a stream that has nothing to say sends a heartbeat comment every `heartbeat` seconds
 
@@ -260,17 +270,18 @@ def test_quiet_stream_sends_heartbeats(
     # Ticks 100 s apart (2 s at the tests' pace), heartbeats every 0.1 s.
     server = serve_app(interval=100, heartbeat=0.1)
     token = exercise.issue_token("ada", 60)
-    with httpx.Client(timeout=10) as client:
-        with client.stream("GET", server.url + "/events", params={"token": token}) as response:
-            assert response.status_code == 200, server_said(server)
-            stream = Lines(response, server)
-            stream.until("data:")
-            after_tick = stream.until(":")
+    with http.stream("GET", server.url + "/events", params={"token": token}) as response:
+        assert response.status_code == 200, server_said(server)
+        stream = Lines(response, server)
+        stream.until("data:")
+        after_tick = stream.until(":")
     assert after_tick[0].startswith(":"), f"after the first tick came {after_tick}, not a comment"
 
 
 def test_client_that_stops_reading_is_dropped(
-    exercise: ModuleType, serve_app: Callable[..., LessonServer]
+    exercise: ModuleType,
+    serve_app: Callable[..., PluggedApp],
+    http: httpx.Client,
 ) -> None:
     """a client that stops reading is dropped by send_timeout, and its slot is freed
 
@@ -278,7 +289,8 @@ def test_client_that_stops_reading_is_dropped(
     send, the response ends with an exception (SendTimeoutError): does the code after
     `yield` in your slot dependency run when an exception ends the response, too?
     """
-    server = serve_app(send_timeout=0.5, interval=0.01, pad=200_000)
+    # send_timeout is not scaled by the pace: 0.2 s is plenty for a client that never reads.
+    server = serve_app(send_timeout=0.2, interval=0.01, pad=200_000)
     token = exercise.issue_token("ada", 60)
     slots = server.app.state.slots
     with socket.create_connection(("127.0.0.1", server.port)) as frozen:
@@ -311,7 +323,8 @@ def test_client_that_stops_reading_is_dropped(
 
 
 def test_shutdown_says_bye_with_retry_and_frees_the_slot(
-    exercise: ModuleType, serve_app: Callable[..., LessonServer]
+    exercise: ModuleType,
+    shared_server: SharedServer,  # noqa: F811
 ) -> None:
     """on shutdown the stream sends `bye` with `retry:`, ends cleanly and frees its slot
 
@@ -319,63 +332,73 @@ def test_shutdown_says_bye_with_retry_and_frees_the_slot(
     loop, which event carries `retry` so that the browser waits before reconnecting? Does
     the generator stop waiting as soon as the event is set, rather than sleeping on?
     """
-    # Only this server runs: sse-starlette learns of a shutdown through a process-wide flag.
-    server = serve_app(grace=3, come_back_ms=4000, interval=1)
-    token = exercise.issue_token("ada", 60)
-    with httpx.Client(timeout=10) as client:
-        with client.stream("GET", server.url + "/events", params={"token": token}) as response:
-            assert response.status_code == 200, server_said(server)
-            stream = Lines(response, server)
-            stream.until("data:")
-            stopper = threading.Thread(target=server.stop)
-            stopper.start()
-            bye = stream.until("event: bye")[-1:] + stream.until("retry:")
-            try:
-                after = stream.rest()
-            except httpx.RemoteProtocolError:
-                pytest.fail("after `bye` the server cut the stream off instead of ending it")
+    # Only this server runs: sse-starlette learns of a shutdown through a process-wide flag,
+    # which LessonServer sets only for a server that runs alone.
+    shared_server.stop()
+    # Ticks 100 s apart (2 s at the tests' pace), longer than the 1 s the generator is given
+    # to say bye: a generator that sleeps on instead of waking at the shutdown is cut off.
+    app = exercise.create_app(come_back_ms=4000, interval=100)
+    with (
+        LessonServer(app, name="t12-shutdown", grace=3) as server,
+        httpx.Client(timeout=10, verify=False) as client,
+        client.stream(
+            "GET", server.url + "/events", params={"token": exercise.issue_token("ada", 60)}
+        ) as response,
+    ):
+        assert response.status_code == 200, server_said(server)
+        stream = Lines(response, server)
+        stream.until("data:")
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        bye = stream.until("event: bye")[-1:] + stream.until("retry:")
+        try:
+            after = stream.rest()
+        except httpx.RemoteProtocolError:
+            pytest.fail("after `bye` the server cut the stream off instead of ending it")
         stopper.join(15)
     got = bye + [line for line in after if not line.startswith(":")]
     assert got == ["event: bye", "data: server restarting", "retry: 4000"]
-    assert server.app.state.slots.open == 0, "the slot was not given back at shutdown"
+    assert app.state.slots.open == 0, "the slot was not given back at shutdown"
 
 
 # -- through nginx ---------------------------------------------------------------------------
 
 
 def test_through_nginx_heartbeats_outlive_the_read_timeout_and_a_restart_frees_the_slot(
-    exercise: ModuleType, serve_app: Callable[..., LessonServer]
+    exercise: ModuleType,
+    serve_app: Callable[..., PluggedApp],
+    http: httpx.Client,
 ) -> None:
     """through nginx: heartbeats keep a quiet stream past proxy_read_timeout; nginx restarts
 
-    nginx cuts an upstream that stays silent longer than proxy_read_timeout (1 s here,
-    ticks 2 s apart): do heartbeats reach it in between? When nginx restarts with the
+    nginx cuts an upstream that stays silent longer than proxy_read_timeout (0.5 s here,
+    ticks 1 s apart): do heartbeats reach it in between? When nginx restarts with the
     stream open, the client is cut off: does the server free its slot and serve the next?
     """
     needs_nginx()
-    server = serve_app(interval=100, heartbeat=0.2)  # 2 s between ticks at the tests' pace
+    # Ticks 50 s apart (1 s at the tests' pace), twice nginx's read timeout; heartbeats
+    # every 0.05 s, ten in each read timeout.
+    server = serve_app(interval=50, heartbeat=0.05)
     token = exercise.issue_token("ada", 60)
     slots = server.app.state.slots
-    proxy = start_proxy(server, name="t12-nginx", read_timeout=1.0)
+    proxy = start_proxy(server, name="t12-nginx", read_timeout=0.5)
     try:
         url = proxy.url + "/events"
-        refused = httpx.get(url, params={"token": "ada"}, timeout=10)
+        refused = http.get(url, params={"token": "ada"})
         assert refused.status_code == 401, f"a bad token through nginx{server_said(server)}"
-        with httpx.Client(timeout=10) as client:
-            with client.stream("GET", url, params={"token": token}) as response:
-                assert response.status_code == 200, server_said(server)
-                stream = Lines(response, server)
-                assert stream.until("id:") == ["id: 1"]
-                lines = stream.until("id:")
-                assert lines[-1] == "id: 2", f"got {lines}"
-                proxy.restart()
-                with pytest.raises(httpx.RemoteProtocolError):
-                    stream.rest()
+        with http.stream("GET", url, params={"token": token}) as response:
+            assert response.status_code == 200, server_said(server)
+            stream = Lines(response, server)
+            assert stream.until("id:") == ["id: 1"]
+            lines = stream.until("id:")
+            assert lines[-1] == "id: 2", f"got {lines}"
+            proxy.restart()
+            with pytest.raises(httpx.RemoteProtocolError):
+                stream.rest()
         freed = wait_until(lambda: slots.open == 0)
         assert freed, "the stream's slot was not given back when nginx went away"
-        with httpx.Client(timeout=10) as client:
-            with client.stream("GET", url, params={"token": token}) as response:
-                assert response.status_code == 200, "the restarted nginx should stream again"
-                assert Lines(response, server).until("id:")[-1] == "id: 1"
+        with http.stream("GET", url, params={"token": token}) as response:
+            assert response.status_code == 200, "the restarted nginx should stream again"
+            assert Lines(response, server).until("id:")[-1] == "id: 1"
     finally:
         proxy.stop()
