@@ -11,7 +11,8 @@ The machine's load average is printed with each run: on a shared machine, wall t
 measures the load as much as the suite.
 
 Each run appends every test's wall and CPU seconds to a report (tests/plugins/cpu_report.py);
-the table at the end is the costliest scopes (pytest-xdist's unit of work) of the last run.
+the tables at the end are the costliest scopes (pytest-xdist's unit of work) of the last run
+and each worker's busy time (a lopsided schedule shows there).
 ``--write-scope-seconds`` saves the scopes' wall seconds for the scheduler
 (tests/plugins/schedule.py: longest scopes first).
 """
@@ -101,6 +102,19 @@ def scope_table(report: Path) -> dict[str, tuple[float, float, int]]:
     return {scope: (w, c, int(n)) for scope, (w, c, n) in scopes.items()}
 
 
+def worker_table(report: Path) -> dict[str, tuple[float, float, int]]:
+    """Busy wall seconds, CPU seconds and tests per pytest-xdist worker: the suite's wall
+    time is bounded by the busiest one."""
+    workers: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
+    for line in report.read_text().splitlines():
+        row = json.loads(line)
+        totals = workers[row["worker"]]
+        totals[0] += row["wall"]
+        totals[1] += row["cpu"]
+        totals[2] += 1
+    return {worker: (w, c, int(n)) for worker, (w, c, n) in sorted(workers.items())}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1, help="runs (the median is reported)")
@@ -134,6 +148,9 @@ def main() -> int:
     print(
         f"{'all tests':<78}{sum(n for *_, n in table.values()):>6}{total_wall:>9.1f}{total_cpu:>8.1f}"
     )
+    print(f"\n{'worker':<10}{'tests':>6}{'busy s':>9}{'CPU s':>8}")
+    for worker, (wall, cpu, items) in worker_table(report).items():
+        print(f"{worker:<10}{items:>6}{wall:>9.1f}{cpu:>8.1f}")
     if args.write_scope_seconds:
         seconds = {scope: round(wall, 1) for scope, (wall, _, _) in sorted(table.items())}
         SCOPE_SECONDS.write_text(json.dumps(seconds, indent=1) + "\n")

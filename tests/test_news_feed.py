@@ -98,7 +98,12 @@ def test_live_server_fixture_serves_and_stops_after_the_test(
     # In a subprocess: an in-process run restores sys.modules afterwards, and modules it
     # imported for the first time (parts of httpcore) would be imported again by later tests
     # in this worker as new classes, which httpx then no longer recognises.
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "addopts=")
+    # Without the plugins this run does not use: nbval (nbformat's imports) and Hypothesis
+    # (its end-of-run summary imports all of it) cost ~3 s of CPU in a fresh pytest.
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:nbval", "-p", "no:hypothesispytest",
+        "-p", "no:xdist", "-o", "addopts=",
+    )  # fmt: skip
     result.assert_outcomes(passed=2)
 
 

@@ -142,10 +142,12 @@ def test_fastapi_sse_alone_leaves_a_stalled_clients_generator_open(
 ) -> None:
     """FastAPI 0.163's behaviour that request_cleanup exists for; if this fails, FastAPI fixed it"""
     stuck = 0
-    for attempt in range(3):
+    for attempt in range(3):  # one stuck generator in three tries proves it: stop there
         tag = f"bare-{attempt}"
         read_stall_leave(f"{server.url}/bare?tag={tag}")
         stuck += not ended_within(endings, tag, seconds=1)
+        if stuck:
+            break
     assert stuck >= 1, "every bare generator ended: update lessons 05 and 10 and request_cleanup"
 
 
@@ -179,7 +181,8 @@ def test_the_routes_own_finally_still_waits_for_the_collector(
         tag = f"route-{attempt}"
         read_stall_leave(f"{server.url}/with-cleanup?tag={tag}")
         assert ended_within(endings, tag, seconds=10), "the registered source is still open"
-        stuck += not ended_within(endings, f"{tag} route", seconds=1)
+        if not stuck:  # once one route's finally is seen stuck, waiting for more proves nothing
+            stuck += not ended_within(endings, f"{tag} route", seconds=1)
     assert stuck >= 1, (
         "every route's finally ran: FastAPI closes the generator now; update lesson 05"
     )

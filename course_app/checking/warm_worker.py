@@ -82,7 +82,6 @@ LATER = (
     "sqlalchemy.ext.asyncio",
     "aiosqlite",
     "redis.asyncio",
-    "nbformat",  # the root conftest's notebook plugin imports it
     "course_app.runtime.inspector",
     "course_app.runtime.pages",
     "course_app.streams.event_log",
@@ -217,6 +216,34 @@ def worker_pid(env: dict[str, str] | None = None) -> int | None:
     except (OSError, ValueError):
         return None
     return pid if sock.exists() else None
+
+
+def worker_status(
+    env: dict[str, str] | None = None, *, start: bool = False
+) -> dict[str, Any] | None:
+    """What the worker that serves ``env`` would refuse a run for (``start``: starting one
+    if none runs; a status request never makes a worker exit).
+
+    ``pending``: imports it still makes while idle (``LATER``); ``threads``: its threads (a
+    fork copies only the forking one, so a worker with more refuses); ``never``: imported
+    modules from ``NEVER``; ``changed``: a module file changed since it imported it.
+    None when no worker answers.
+    """
+    env = dict(os.environ) if env is None else env
+    try:
+        sock_path, _, _ = _paths(_key(env))
+    except OSError:
+        return None
+    conn = _connect(sock_path, env, start=start)
+    if conn is None:
+        return None
+    with conn:
+        try:
+            conn.sendall(b'{"status": true}\n')
+            reply = _Replies(conn).next(time.monotonic() + START_SECONDS, threading.Event())
+        except (OSError, ValueError, TimeoutError):
+            return None
+    return reply or None
 
 
 def stop_workers() -> int:
@@ -443,6 +470,11 @@ def serve(sock_path: Path) -> _Request | None:
                 files = _module_files()
                 continue
             request = _read_request(conn)
+            if request == "status":
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps(_status(later, files)).encode() + b"\n")
+                conn.close()
+                continue
             if request is None:
                 conn.close()
                 continue
@@ -473,14 +505,28 @@ def _imported_never() -> bool:
     return any(name.startswith(NEVER) for name in sys.modules)
 
 
-def _read_request(conn: socket.socket) -> _Request | None:
+def _status(later: list[str], files: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """The reply to a status request (see :func:`worker_status`)."""
+    return {
+        "pid": os.getpid(),
+        "pending": len(later),
+        "threads": threading.active_count(),
+        "never": sorted(name for name in sys.modules if name.startswith(NEVER)),
+        "changed": not _unchanged(files),
+    }
+
+
+def _read_request(conn: socket.socket) -> _Request | str | None:
+    """A run's request, ``"status"`` for a status request, None for anything else."""
     conn.settimeout(5)
     try:
         with conn.makefile("r", encoding="utf-8") as lines:
             data = json.loads(lines.readline())
         conn.settimeout(None)
+        if data.get("status") is True:
+            return "status"
         return _Request(conn, list(data["args"]), data["cwd"], dict(data["env"]), data["output"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -5,6 +5,11 @@
 is what the suite's budget is about; benchmarks/test_suite_time.py sums it per scope. A child's
 CPU counts when it is reaped, so a notebook kernel's lands on the notebook's last item.
 Every pytest-xdist worker appends to the same file (one short write per line).
+
+With pytest-xdist, the controller also prints each worker's busy seconds (the sum of its
+tests' setup, call and teardown times) at the end, with or without the option: the suite's
+wall time is bounded by its busiest worker, so a lopsided schedule shows there
+(tests/plugins/schedule.py orders the scopes).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import resource
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 
 import pytest
@@ -49,3 +55,19 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     }
     with open(target, "a", encoding="utf-8") as report:
         report.write(json.dumps(line) + "\n")
+
+
+_busy: defaultdict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    node = getattr(report, "node", None)  # set by pytest-xdist's controller on workers' reports
+    if node is not None:
+        _busy[node.gateway.id] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _busy:
+        return
+    busy = ", ".join(f"{worker} {seconds:.0f} s" for worker, seconds in sorted(_busy.items()))
+    terminalreporter.write_line(f"busy time per worker: {busy}")
