@@ -28,7 +28,18 @@ $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
 		mv .installed_ok node_modules/.installed || echo "npm ci in tests/node failed: the AI SDK cells and tests will say so"; \
 	else echo "no npm: lesson 13's AI SDK cells and tests will say what to install"; fi
 
-lab: $(STAMP) $(NODE_STAMP)
+# Lesson 12's Next.js app (frontends/nextjs: next, react and react-dom pinned in its lock
+# file; about 360 MB, 15-25 s): installed with the course, never at run time. It runs under
+# `next dev`, so there is no build step. Without npm (or offline), the lesson's Next.js cell
+# and tests say what is missing.
+NEXT_STAMP := frontends/nextjs/node_modules/.installed
+$(NEXT_STAMP): frontends/nextjs/package.json frontends/nextjs/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd frontends/nextjs && npm ci --no-audit --no-fund --loglevel=error && touch .installed_ok && \
+		mv .installed_ok node_modules/.installed || echo "npm ci in frontends/nextjs failed: lesson 12's Next.js cell and tests will say so"; \
+	else echo "no npm: lesson 12's Next.js cell and tests will say what to install"; fi
+
+lab: $(STAMP) $(NODE_STAMP) $(NEXT_STAMP)
 	$(BIN)/course lab
 
 # Four workers on two cores: most tests wait on sockets, kernels and pace, not the CPU.
@@ -40,7 +51,7 @@ lab: $(STAMP) $(NODE_STAMP)
 # generated from solutions/, which are linted, and CI checks the committed stubs match.
 # PYTEST_ARGS: more pytest options for this run only (benchmarks/test_suite_time.py's
 # --cpu-report); PYTEST_ADDOPTS would reach the pytest runs the tests start, too.
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) $(NEXT_STAMP)
 	$(BIN)/ruff check --extend-exclude exercises .
 	$(BIN)/python -m pytest -n 4 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
@@ -53,7 +64,7 @@ stubs: $(STAMP)
 
 # Check cells run against freshly generated stubs (as in the test suite), so the stored
 # outputs never depend on the state of the maintainer's own exercises/ folder.
-notebooks: $(STAMP) $(NODE_STAMP)
+notebooks: $(STAMP) $(NODE_STAMP) $(NEXT_STAMP)
 	stubs=$$(mktemp -d) && $(BIN)/python -m course_app.checking.stubs --out "$$stubs" >/dev/null && \
 	for nb in $(NB); do \
 		COURSE_EXERCISES_DIR="$$stubs" COURSE_PACE=1 $(BIN)/jupyter nbconvert --to notebook \
