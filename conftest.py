@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.plugins.notebook_rerun",  # each notebook's second Run All, in nbval's kernel
     "tests.plugins.cpu_report",  # --cpu-report=FILE: wall and CPU seconds per test
     "tests.plugins.schedule",  # longest scopes first on pytest-xdist's workers
+    "tests.plugins.programs",  # a notebook needing a missing program: skipped (not in CI)
 ]
 
 # Demo delays near zero: printed outputs do not depend on the pace, only the run time does.

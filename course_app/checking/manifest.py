@@ -33,6 +33,10 @@ class Lesson:
     # What `course serve` suggests trying: "/path?query" (curl), "PAGE /path" (a browser),
     # or curl arguments with URL standing for the server's address ("POST URL/jobs -d ...").
     try_paths: tuple[str, ...] = ()
+    # Programs besides Python that the notebook's stored outputs were made with ("chromium",
+    # "redis-server", "nginx", ...): without one, the test suite skips the notebook's cells
+    # on a learner's machine instead of failing them (tests/plugins/programs.py).
+    programs: tuple[str, ...] = ()
 
     @property
     def stem(self) -> str:
@@ -62,6 +66,7 @@ def load_lessons(root: Path | None = None) -> list[Lesson]:
             hint=entry["hint"].strip(),
             serve=entry.get("serve"),
             try_paths=tuple(entry.get("try", ())),
+            programs=tuple(entry.get("programs", ())),
         )
         for entry in sorted(data["lesson"], key=lambda entry: entry["number"])
     ]
