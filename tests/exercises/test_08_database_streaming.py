@@ -31,10 +31,11 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from course_app.checking import PluggedApp, SharedServer, shared_server  # noqa: F401 (a fixture)
 from course_app.demos.sample_db import SENSORS, add_readings, async_engine, reading_row
 from course_app.demos.sample_db import create_database as create_readings_database
-from course_app.runtime import LessonServer
 
+# verify=False on loopback clients: plain HTTP, and no CA bundle to load (0.05-0.2 s of CPU each).
 READINGS = 300  # 100 per sensor
 ALL_SENSORS = SENSORS  # attic, boiler, cellar, round-robin
 
@@ -169,13 +170,43 @@ def client(exercise: ModuleType, db: Database) -> Iterator[TestClient]:
         yield test_client
 
 
+class Requests:
+    """An app, counting its HTTP requests under way: a stream that outlives its test."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.under_way = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.under_way += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.under_way -= 1
+
+
 @pytest.fixture
-def server(exercise: ModuleType, db: Database) -> Iterator[LessonServer]:
-    """The exercise's app on a real uvicorn server: real sockets, real disconnects."""
-    app = exercise.create_app(db.sessions, poll_every=0.05)
-    with LessonServer(app, name="test-08", grace=0.5) as lesson_server:
-        yield lesson_server
-        wait_for(lambda: db.checked_out() == 0, 5)  # let a last query finish before the stop
+def server(
+    exercise: ModuleType,
+    db: Database,
+    shared_server: SharedServer,  # noqa: F811 (the fixture imported above)
+) -> Iterator[PluggedApp]:
+    """The exercise's app on a real uvicorn server: real sockets, real disconnects.
+
+    One server for the module (its start and stop cost more than most of these tests),
+    a new app on this test's database for each test.
+    """
+    requests = Requests(exercise.create_app(db.sessions, poll_every=0.05))
+    yield shared_server.plug(requests)
+    wait_for(lambda: db.checked_out() == 0, 5)  # let a last query finish
+    # A client that left is noticed at once: its stream ends within milliseconds. One that
+    # never ends (a learner's loop that cannot be cancelled) is cut off by a stop, as the
+    # stop of a server of its own did: it must not run on while the next test runs.
+    if not wait_for(lambda: requests.under_way == 0, 0.5):
+        shared_server.stop()
 
 
 def test_ndjson_and_csv_exports(client: TestClient) -> None:
@@ -202,7 +233,7 @@ def test_ndjson_and_csv_exports(client: TestClient) -> None:
 
 
 def test_client_leaving_mid_export_releases_everything(
-    exercise: ModuleType, db: Database, server: LessonServer
+    exercise: ModuleType, db: Database, server: PluggedApp
 ) -> None:
     """a client that leaves in the middle of an export leaves no connection checked out
 
@@ -212,7 +243,7 @@ def test_client_leaving_mid_export_releases_everything(
     collect(exercise.readings_newest_first(db.sessions, "cellar", 10), 1)
     for url in ("/sensors/cellar/readings.ndjson", "/sensors/cellar/readings.csv"):
         with (
-            httpx.Client(timeout=10) as http,
+            httpx.Client(timeout=10, verify=False) as http,
             http.stream("GET", f"{server.url}{url}") as response,
         ):
             assert response.status_code == 200
@@ -237,7 +268,7 @@ def test_last_seen_reads_good_ids(exercise: ModuleType) -> None:
 BAD_IDS = ["abc", "-1", "+1", "1.5", " 7", "7_0", "1e3", "٣", "²", str(2**63), "9" * 30, "9" * 5000]
 
 
-def get_live_raw(server: LessonServer, header_value: bytes) -> int:
+def get_live_raw(server: PluggedApp, header_value: bytes) -> int:
     """GET the live tail over a plain socket with these exact header bytes; the status."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
         client.sendall(
@@ -249,7 +280,7 @@ def get_live_raw(server: LessonServer, header_value: bytes) -> int:
     return int(status_line.split()[1])
 
 
-def test_malformed_last_event_id_is_a_400(exercise: ModuleType, server: LessonServer) -> None:
+def test_malformed_last_event_id_is_a_400(exercise: ModuleType, server: PluggedApp) -> None:
     """a malformed Last-Event-ID is a 400 before any stream starts, never a 500
 
     `int()` accepts " 7", "+1", "-1", "7_0" and "٣" (an Arabic-Indic digit), none of them
@@ -286,7 +317,7 @@ class Tail:
         self.stack = contextlib.ExitStack()
 
     def __enter__(self) -> Tail:
-        http = self.stack.enter_context(httpx.Client(timeout=5))
+        http = self.stack.enter_context(httpx.Client(timeout=5, verify=False))
         source = self.stack.enter_context(
             httpx_sse.connect_sse(http, "GET", self.url, headers=self.headers)
         )
@@ -367,7 +398,7 @@ def of_sensor(sensor: str, ids: range) -> list[int]:
 
 
 def test_tail_resumes_after_last_event_id_and_follows_new_rows(
-    exercise: ModuleType, db: Database, server: LessonServer
+    exercise: ModuleType, db: Database, server: PluggedApp
 ) -> None:
     """the tail resumes exactly after Last-Event-ID, one event per batch, then follows new rows
 
@@ -391,7 +422,7 @@ def test_tail_resumes_after_last_event_id_and_follows_new_rows(
 
 
 def test_tail_without_last_event_id_starts_now(
-    exercise: ModuleType, db: Database, server: LessonServer
+    exercise: ModuleType, db: Database, server: PluggedApp
 ) -> None:
     """without Last-Event-ID the tail sends only readings that arrive after it connected
 
@@ -410,7 +441,7 @@ def test_tail_without_last_event_id_starts_now(
 
 
 def test_database_error_mid_stream_is_one_safe_error_event(
-    exercise: ModuleType, db: Database, server: LessonServer
+    exercise: ModuleType, db: Database, server: PluggedApp
 ) -> None:
     """a database error mid-stream ends the tail with one error event, safe text, nothing held
 
@@ -433,7 +464,7 @@ def test_database_error_mid_stream_is_one_safe_error_event(
 
 
 def test_a_second_client_flows_while_an_export_waits_on_the_database(
-    exercise: ModuleType, db: Database, server: LessonServer
+    exercise: ModuleType, db: Database, server: PluggedApp
 ) -> None:
     """another client's events keep flowing while an export's query waits on the database
 
@@ -456,7 +487,7 @@ def test_a_second_client_flows_while_an_export_waits_on_the_database(
     def export() -> None:
         try:
             with (
-                httpx.Client(timeout=30) as http,
+                httpx.Client(timeout=30, verify=False) as http,
                 http.stream("GET", f"{server.url}/sensors/boiler/readings.ndjson") as response,
             ):
                 exported.extend(response.iter_lines())
