@@ -94,6 +94,9 @@ LATER = (
     "course_app.streams.answer_streams",
     "course_app.fake_openai.app",
     "course_app.fake_openai.settings",
+    # "module:function": called, not only imported. Streams from the fake server once, so
+    # the openai SDK's event models are built before the fork, not in each check.
+    "course_app.fake_openai.warm_up:warm_up",
     "course_app.services.managed_process",
     "course_app.services.redis_server",
     "course_app.services.nginx_proxy",
@@ -410,8 +413,12 @@ def _unchanged(files: dict[str, tuple[int, int]]) -> bool:
 
 
 def _import(name: str) -> None:
+    """Import ``name``; for ``"module:function"``, also call the function."""
+    module, _, function = name.partition(":")
     with contextlib.suppress(Exception):  # a missing extra: the child imports what it needs
-        __import__(name)
+        __import__(module)
+        if function:
+            getattr(sys.modules[module], function)()
 
 
 def _reap(signum: int, frame: object) -> None:
