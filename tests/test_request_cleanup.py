@@ -111,12 +111,24 @@ def server(endings: dict[str, str]) -> Iterator[LessonServer]:
         gc.enable()
 
 
-def read_stall_leave(url: str) -> None:
-    with httpx.Client(timeout=10) as client, client.stream("GET", url) as response:
+def writes_paused(server: LessonServer) -> bool:
+    """uvicorn has paused writing to a connection: its buffers are full, the send blocks."""
+    assert server._server is not None
+    connections = list(server._server.server_state.connections)
+    return any(getattr(getattr(c, "flow", None), "write_paused", False) for c in connections)
+
+
+def read_stall_leave(server: LessonServer, path: str) -> None:
+    with httpx.Client(timeout=10) as client, client.stream("GET", server.url + path) as response:
         data = (line for line in response.iter_lines() if line.startswith("data:"))
         for _ in range(3):
             next(data)
-        time.sleep(0.5)  # connected, reading nothing: the server's send blocks
+        # Connected, reading nothing, until the server's send blocks (the socket buffers
+        # and uvicorn's write buffer are full, so uvicorn pauses writing); then leave.
+        deadline = time.monotonic() + 10
+        while not writes_paused(server):
+            assert time.monotonic() < deadline, f"{path}: the server never had to wait to send"
+            time.sleep(0.005)
 
 
 def ended_within(endings: dict[str, str], tag: str, seconds: float) -> bool:
@@ -132,7 +144,7 @@ def test_cleanup_closes_the_generator_of_a_stalled_client(
 ) -> None:
     """a client that stops reading and leaves: the registered aclose() ends the generator"""
     tag = f"cleanup-{attempt}"
-    read_stall_leave(f"{server.url}/with-cleanup?tag={tag}")
+    read_stall_leave(server, f"/with-cleanup?tag={tag}")
     assert ended_within(endings, tag, seconds=10), "the generator is still open"
     assert endings[tag] in {"GeneratorExit", "CancelledError"}
 
@@ -144,7 +156,7 @@ def test_fastapi_sse_alone_leaves_a_stalled_clients_generator_open(
     stuck = 0
     for attempt in range(3):  # one stuck generator in three tries proves it: stop there
         tag = f"bare-{attempt}"
-        read_stall_leave(f"{server.url}/bare?tag={tag}")
+        read_stall_leave(server, f"/bare?tag={tag}")
         stuck += not ended_within(endings, tag, seconds=1)
         if stuck:
             break
@@ -168,7 +180,7 @@ def test_a_yield_dependency_releases_for_a_stalled_client(
     """the idiomatic form: a dependency with yield releases what it owns, even for a stuck route"""
     tag = f"dependency-{attempt}"
     RELEASED.pop(tag, None)
-    read_stall_leave(f"{server.url}/with-dependency?tag={tag}")
+    read_stall_leave(server, f"/with-dependency?tag={tag}")
     assert ended_within(RELEASED, tag, seconds=10), "the connection was kept"
 
 
@@ -179,7 +191,7 @@ def test_the_routes_own_finally_still_waits_for_the_collector(
     stuck = 0
     for attempt in range(3):
         tag = f"route-{attempt}"
-        read_stall_leave(f"{server.url}/with-cleanup?tag={tag}")
+        read_stall_leave(server, f"/with-cleanup?tag={tag}")
         assert ended_within(endings, tag, seconds=10), "the registered source is still open"
         if not stuck:  # once one route's finally is seen stuck, waiting for more proves nothing
             stuck += not ended_within(endings, f"{tag} route", seconds=1)

@@ -6,7 +6,8 @@ here, once:
 
 - **start** on free loopback ports, with a temporary folder for the program's files and
   output; a port taken between :func:`free_port` and the program's bind is retried on a
-  fresh port (on the same port after a pause, for a restart that keeps its port);
+  fresh port (on the same port after a pause, for a restart that keeps its port, unless the
+  program retries its bind itself: ``kept_port_attempts``);
 - **wait until ready**, or raise the manager's error with the program's own last error line
   (``redis server '09' failed to start: ... Address already in use``) as soon as it exits;
 - **re-run safe by name**: starting ``name`` again stops the one of the same kind and name
@@ -67,6 +68,10 @@ class ManagedProcess:
     url_path: ClassVar[str] = ""  # after the port: "/0" for Redis database 0
     error: ClassVar[type[RuntimeError]] = RuntimeError
     stop_grace: float = 5.0  # seconds between SIGTERM and SIGKILL
+    # Launches on the ports a restart keeps, while the port is "already in use": the old
+    # socket may linger for a moment, so retry 0.2 s apart. A program that retries its own
+    # bind (nginx: 5 tries, 0.5 s apart) needs one: a port still taken then is taken.
+    kept_port_attempts: ClassVar[int] = 3
 
     def __init__(self, *, name: str, startup_timeout: float) -> None:
         self.name = name
@@ -169,13 +174,14 @@ class ManagedProcess:
             self._dir = Path(tempfile.mkdtemp(prefix=f"course-{self.folder_prefix}-{self.name}-"))
         try:
             self._prepare()
-            for attempt in range(1, 4):
+            attempts = 3 if fresh else self.kept_port_attempts
+            for attempt in range(1, attempts + 1):
                 self._choose_ports(fresh)
                 try:
                     self._launch(program)
                     break
                 except self.error as error:
-                    if "already in use" not in str(error).lower() or attempt == 3:
+                    if "already in use" not in str(error).lower() or attempt == attempts:
                         raise
                     if not fresh:  # the old socket of a restart may linger for a moment
                         time.sleep(0.2)

@@ -121,6 +121,9 @@ class NginxProxy(ManagedProcess):
     kind = "nginx proxy"
     folder_prefix = "nginx"
     error = NginxError
+    # nginx retries a bind for 2 s itself (5 tries, 500 ms apart): three launches on a
+    # kept port that is taken cost 7-8 s and then said the same.
+    kept_port_attempts = 1
 
     def __init__(
         self,
