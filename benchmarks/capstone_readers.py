@@ -10,7 +10,7 @@ itself. For each server:
    spread over `--client-processes` client processes (one asyncio loop and one shared
    `httpx.AsyncClient` each, so the clients are not the bottleneck of one process);
 3. once every reader has a text-delta: the servers' RSS growth / readers (memory per
-   reader), Redis connections per worker (`CLIENT LIST`, by the pid in each connection's
+   reader; each worker's growth and connections are printed too), Redis connections per worker (`CLIENT LIST`, by the pid in each connection's
    name), and the time to first token of `--probes` more readers joining mid-answer, one
    after another, from this process (request sent -> first text-delta received);
 4. Stop (`POST /api/chat/{id}/stop`); every reader must then have the poster's answer,
@@ -220,6 +220,14 @@ def rss(pids: list[int]) -> int:
     return sum(psutil.Process(pid).memory_info().rss for pid in pids)
 
 
+def readers_held(pid: int, port: int) -> int:
+    """The open connections a worker holds on the server's port (its readers, the poster)."""
+    import psutil
+
+    connections = psutil.Process(pid).net_connections("tcp")
+    return sum(c.status == "ESTABLISHED" and c.laddr.port == port for c in connections)
+
+
 def redis_connections(redis_url: str, pids: list[int]) -> dict[int, int]:
     import redis
 
@@ -280,6 +288,7 @@ async def measure(kind: str, store: str, redis_url: str | None, args: argparse.N
             posting = asyncio.create_task(post())
             await asyncio.wait_for(started.wait(), 60)
             before = rss(pids)
+            each_before = {pid: rss([pid]) for pid in pids}
 
             step = "connecting the readers"
             share = [args.readers // args.client_processes] * args.client_processes
@@ -294,6 +303,13 @@ async def measure(kind: str, store: str, redis_url: str | None, args: argparse.N
                 await asyncio.sleep(0.2)
             row["joined"] = sum(c.live for c in clients)
             row["kb per reader"] = (rss(pids) - before) / args.readers / 1024
+            # Per worker: its growth over the connections it holds (readers + the poster's).
+            port = int(server.url.rsplit(":", 1)[1])
+            row["per worker"] = {
+                pid: f"{(rss([pid]) - each_before[pid]) / 1024:,.0f} KB"
+                f" / {readers_held(pid, port)} connections"
+                for pid in pids
+            }
             if redis_url:
                 row["connections"] = await asyncio.to_thread(redis_connections, redis_url, pids)
 
@@ -378,7 +394,9 @@ def print_table(rows: list[dict[str, Any]], readers: int) -> None:
         )
     for row in rows:
         extra = {
-            k: row[k] for k in ("answer", "stopped", "joined", "failures", "error") if k in row
+            k: row[k]
+            for k in ("answer", "stopped", "joined", "per worker", "failures", "error")
+            if k in row
         }
         print(f"  {row['server']}: {extra}")
 

@@ -47,7 +47,6 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import ValidationError
-from sse_starlette import EventSourceResponse
 
 from course_app.fake_openai import FAULTS, LLMSettings, open_llm
 from course_app.runtime import html_page
@@ -58,6 +57,7 @@ from course_app.streams import (
     AnswerInProgress,
     AnswerStream,
     EventLog,
+    LeanEventSourceResponse,
     RedisAnswerStore,
     StoreBusy,
     StoreUnavailable,
@@ -72,6 +72,8 @@ MAX_DELTAS = 20_000  # pieces of text in one answer: longer ones end there, "len
 MAX_CHUNKS = MAX_DELTAS + 10  # room in an answer's log for every chunk it can have
 CHAT_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
 POSITION = re.compile(r"[0-9]{1,18}")  # not str.isdigit(): it accepts "²", which int() rejects
+PING = 15.0  # seconds between heartbeats (an SSE comment), well under proxies' idle timeouts
+SEND_TIMEOUT = 30.0  # seconds a send may wait for a client that stopped reading: then it is dropped
 
 # What an error part may say: shown to the user, so never an exception's text.
 SAFE_MESSAGES = {
@@ -426,21 +428,26 @@ async def read_chat_request(request: Request) -> ChatRequest:
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
-def answer_response(store: Store, chat_id: str, answer: AnswerStream) -> EventSourceResponse:
+def answer_response(store: Store, chat_id: str, answer: AnswerStream) -> LeanEventSourceResponse:
     """The answer as the UI message stream: one chunk per event, with ids, then [DONE]."""
 
     async def frames() -> AsyncIterator[dict[str, str]]:
         async for event_id, data in answer.chunks:
             yield {"id": event_id, "data": data}
         yield {"data": ui.DONE}
-        # Reached once sse-starlette has sent [DONE] (it pulls the next frame only after the
+        # Reached once [DONE] has been sent (the response pulls the next frame only after the
         # last send() returned): the end is in this connection's socket buffer, on its way,
         # not proven to be at the client. That is all a server knows without an
         # acknowledgement: a connection lost at this very moment loses the end, and a
         # resume then gets 204.
         await store.delivered(chat_id, answer.message_id)
 
-    return EventSourceResponse(frames(), headers=ui.HEADERS, ping=15, send_timeout=30, sep="\n")
+    # sse-starlette's EventSourceResponse with one task per reader instead of four (same
+    # heartbeat, send timeout, disconnect and shutdown handling): 1,000 readers of an answer
+    # cost 1,000 open responses, and their tasks were most of a reader's memory.
+    return LeanEventSourceResponse(
+        frames(), headers=ui.HEADERS, ping=PING, send_timeout=SEND_TIMEOUT, sep="\n"
+    )
 
 
 def create_app(

@@ -23,6 +23,7 @@ EXPORTS = {
         "TRIMMED",
         "AnswerInProgress",
         "AnswerStream",
+        "LeanEventSourceResponse",
         "RedisAnswerStore",
         "StoreBusy",
         "StoreUnavailable",

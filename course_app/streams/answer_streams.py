@@ -77,6 +77,11 @@ protocol has no "reset" chunk, and going on from the oldest entry kept would sen
 a text part whose ``text-start`` is gone (the SDK rejects them), so an error the user can
 read, and a new message, is what it allows.
 
+**One reader, one connection, two tasks.** Every reader is an open SSE response, so at
+1,000 readers the response's own cost is most of the memory: :class:`LeanEventSourceResponse`
+is sse-starlette's ``EventSourceResponse`` with the request's task and one listener instead
+of four tasks (the heartbeat, ``send_timeout``, disconnect and shutdown handling kept).
+
 A finished answer is forgotten when a client has received its end (``delivered``: no new
 reader gets it; readers already reading have ``grace`` seconds to finish), or ``linger``
 seconds after it ended, whichever comes first. Answers live in the browser's history after
@@ -91,11 +96,20 @@ import contextlib
 import logging
 import os
 import re
+import weakref
 from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
+
+import anyio
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.event import ensure_bytes
+from starlette.types import Receive, Scope, Send
 
 from course_app.services import PoolExhausted, redis_client
 from course_app.streams import ui_message_stream as ui
+from course_app.streams.shutdown import POLL_SECONDS as SHUTDOWN_POLL
+from course_app.streams.shutdown import shutdown_requested
 
 logger = logging.getLogger("lesson.answers")
 
@@ -719,3 +733,127 @@ class RedisAnswerStore:
         await asyncio.gather(*following, return_exceptions=True)
         for client in (self._writes, self._reads, self._follow):
             await client.aclose()
+
+
+# -- one reader's connection: an SSE response with one task instead of four ----------------------
+
+
+class LeanEventSourceResponse(EventSourceResponse):
+    """sse-starlette's ``EventSourceResponse`` at a quarter of the tasks: for 1,000 readers.
+
+    sse-starlette runs every response as a task group of four tasks: the stream, the ping,
+    a shutdown listener and a disconnect listener (with their cancel scopes and events, about
+    23 of the 47 KB a capstone reader costs, measured with ``tracemalloc``). This response
+    does the same four jobs with the request's own task and one more:
+
+    - the stream runs in the request's task, in a cancel scope;
+    - one listener task waits for the client to leave (``receive()``) and, with a timeout
+      around that wait, writes the ping every ``ping`` seconds while it waits: a cancelled
+      ``receive()`` loses nothing (the message stays for the next call);
+    - at shutdown, one watcher per event loop (not a task per response) cancels every open
+      stream, where sse-starlette's watcher would have: the same flags
+      (:func:`course_app.streams.shutdown.shutdown_requested`), the same cut.
+
+    Unchanged from sse-starlette: the encoding, ``send_timeout`` on every send (a frozen
+    client's data or ping send ends the response), the generator closed at once when the
+    client leaves, HEAD answered without a stream. Not supported: ``data_sender_callable``,
+    ``shutdown_event`` and ``shutdown_grace_period`` (this response cuts at once, as
+    sse-starlette does by default).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"].upper() == "HEAD":
+            await super().__call__(scope, receive, send)  # no stream runs: nothing to save
+            return
+        failure: list[BaseException] = []
+        open_streams = _open_streams()
+        with anyio.CancelScope() as streaming:
+            open_streams.add(streaming)
+            listener = asyncio.create_task(self._listen(receive, send, streaming, failure))
+            try:
+                await self._stream_response(send)
+            finally:
+                open_streams.scopes.discard(streaming)
+                listener.cancel()  # it records its own failures: nothing to retrieve
+        if failure:  # a ping to a frozen client timed out: end as a data send would
+            raise failure[0]
+        if self.background is not None:
+            await self.background()
+
+    async def _listen(
+        self,
+        receive: Receive,
+        send: Send,
+        streaming: anyio.CancelScope,
+        failure: list[BaseException],
+    ) -> None:
+        """Wait for the client to leave, pinging every ``ping_interval`` s; then end the stream."""
+        try:
+            while self.active:
+                with anyio.move_on_after(self.ping_interval or None):
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        self.active = False
+                        if self.client_close_handler_callable:
+                            await self.client_close_handler_callable(message)
+                        break
+                    continue
+                await self._send_ping(send)
+        except Exception as exc:  # SendTimeoutError from a frozen client, or receive() failed
+            failure.append(exc)
+        streaming.cancel()
+
+    async def _send_ping(self, send: Send) -> None:
+        """One ping, as sse-starlette writes it (its ``_ping`` loop, one turn)."""
+        ping = (
+            self.ping_message_factory()
+            if self.ping_message_factory
+            else ServerSentEvent(comment=f"ping - {datetime.now(UTC)}", sep=self.sep)
+        )
+        message = {"type": "http.response.body", "body": ensure_bytes(ping, self.sep)}
+        async with self._send_lock:
+            if self.active:
+                await self._send_with_timeout(send, {**message, "more_body": True})
+
+
+class _OpenStreams:
+    """One event loop's open lean streams, and the one task that ends them at shutdown.
+
+    The task runs only while streams are open, polling the shutdown flags as often as
+    uvicorn's own main loop checks its own (``course_app.streams.shutdown``).
+    """
+
+    def __init__(self) -> None:
+        self.scopes: set[anyio.CancelScope] = set()
+        self.watcher: asyncio.Task[None] | None = None
+
+    def add(self, streaming: anyio.CancelScope) -> None:
+        if shutdown_requested():  # as in sse-starlette: a stream that starts now ends at once
+            streaming.cancel()
+            return
+        self.scopes.add(streaming)
+        if self.watcher is None:
+            self.watcher = asyncio.create_task(self._watch(), name="lean-sse-shutdown")
+
+    async def _watch(self) -> None:
+        try:
+            # Polled: the flags are set in a signal handler, which wakes no event loop.
+            while self.scopes and not shutdown_requested():  # noqa: ASYNC110
+                await asyncio.sleep(SHUTDOWN_POLL)
+            for streaming in list(self.scopes):
+                streaming.cancel()
+        finally:
+            self.watcher = None  # and the loop can be collected: nothing else refers to it
+
+
+_OPEN: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _OpenStreams] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _open_streams() -> _OpenStreams:
+    loop = asyncio.get_running_loop()
+    found = _OPEN.get(loop)
+    if found is None:
+        found = _OPEN[loop] = _OpenStreams()
+    return found
