@@ -52,9 +52,12 @@ lab: $(STAMP) $(NODE_STAMP) $(NEXT_STAMP)
 # PYTEST_ARGS: more pytest options for this run only (benchmarks/test_suite_time.py's
 # --cpu-report); PYTEST_ADDOPTS would reach the pytest runs the tests start, too.
 # tests.plugins.lean_imports: ~3 s less CPU per pytest process (imports nobody uses).
+# PYTHONDONTWRITEBYTECODE= : Python's bytecode cache on even where the environment turns it
+# off (some containers do): a hundred processes would otherwise each compile course_app and
+# the tests again.
 test: $(STAMP) $(NODE_STAMP) $(NEXT_STAMP)
 	$(BIN)/ruff check --extend-exclude exercises .
-	$(BIN)/python -m pytest -p tests.plugins.lean_imports -n 4 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -p tests.plugins.lean_imports -n 4 --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
