@@ -18,26 +18,26 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The AI SDK client (npm `ai`, pinned in tests/node) that lesson 13 and its tests run in
-# Node: installed with the course, never at run time. Without npm (or offline), the lesson's
-# cells and tests say what is missing.
+# npm packages the lessons run in Node, installed with the course (never at run time) into
+# $(1)/node_modules, pinned by its lock file. Without npm (or offline) the make goes on, and
+# the cells and tests that need them ($(2)) say what is missing.
+define npm_ci
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(1) && npm ci --no-audit --no-fund --loglevel=error && touch .installed_ok && \
+		mv .installed_ok node_modules/.installed || echo "npm ci in $(1) failed: $(2) will say so"; \
+	else echo "no npm: $(2) will say what to install"; fi
+endef
+
+# The AI SDK client (npm `ai`) that lesson 13 and its tests run in Node.
 NODE_STAMP := tests/node/node_modules/.installed
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
-	@if command -v npm >/dev/null 2>&1; then \
-		cd tests/node && npm ci --no-audit --no-fund --loglevel=error && touch .installed_ok && \
-		mv .installed_ok node_modules/.installed || echo "npm ci in tests/node failed: the AI SDK cells and tests will say so"; \
-	else echo "no npm: lesson 13's AI SDK cells and tests will say what to install"; fi
+	$(call npm_ci,tests/node,lesson 13's AI SDK cells and tests)
 
-# Lesson 12's Next.js app (frontends/nextjs: next, react and react-dom pinned in its lock
-# file; about 360 MB, 15-25 s): installed with the course, never at run time. It runs under
-# `next dev`, so there is no build step. Without npm (or offline), the lesson's Next.js cell
-# and tests say what is missing.
+# Lesson 12's Next.js app (next, react and react-dom; about 360 MB, 15-25 s). It runs under
+# `next dev`, so there is no build step.
 NEXT_STAMP := frontends/nextjs/node_modules/.installed
 $(NEXT_STAMP): frontends/nextjs/package.json frontends/nextjs/package-lock.json
-	@if command -v npm >/dev/null 2>&1; then \
-		cd frontends/nextjs && npm ci --no-audit --no-fund --loglevel=error && touch .installed_ok && \
-		mv .installed_ok node_modules/.installed || echo "npm ci in frontends/nextjs failed: lesson 12's Next.js cell and tests will say so"; \
-	else echo "no npm: lesson 12's Next.js cell and tests will say what to install"; fi
+	$(call npm_ci,frontends/nextjs,lesson 12's Next.js cell and tests)
 
 lab: $(STAMP) $(NODE_STAMP) $(NEXT_STAMP)
 	$(BIN)/course lab

@@ -44,10 +44,21 @@ def browser() -> Iterator[object]:
             chromium.close()
 
 
-@pytest.fixture
-def page(browser: object) -> Iterator[object]:
+def _page_of_its_own(browser: object) -> Iterator[object]:
     context = browser.new_context()  # type: ignore[attr-defined]
     try:
         yield context.new_page()
     finally:
         context.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    """A page in a fresh browser context (no cookies, storage or open streams of another)."""
+    yield from _page_of_its_own(browser)
+
+
+@pytest.fixture(scope="module")
+def module_page(browser: object) -> Iterator[object]:
+    """One page for a whole module: cheaper, for tests that each start with ``goto()``."""
+    yield from _page_of_its_own(browser)

@@ -42,6 +42,7 @@ from typing import ClassVar
 
 import anyio
 import httpx
+import psutil
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
@@ -87,16 +88,6 @@ def next_problem() -> str | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_stale_dist_dirs() -> None:
     """Remove the build folders of ``next dev`` runs whose Python process has gone
     (a kernel killed with SIGKILL never reached :meth:`NextFrontend.stop`)."""
@@ -105,7 +96,7 @@ def _remove_stale_dist_dirs() -> None:
         return
     for folder in parent.iterdir():
         owner = folder.name.split("-", 1)[0]
-        if owner.isdigit() and not _pid_alive(int(owner)):
+        if owner.isdigit() and not psutil.pid_exists(int(owner)):
             shutil.rmtree(folder, ignore_errors=True)
 
 

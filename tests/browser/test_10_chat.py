@@ -45,13 +45,9 @@ def servers() -> Iterator[tuple[LessonServer, LessonServer]]:
 
 
 @pytest.fixture(scope="module")
-def page(browser: object) -> Iterator[object]:
+def page(module_page: object) -> object:
     """One page for the module (each test starts with goto(), which ends what ran before)."""
-    context = browser.new_context()  # type: ignore[attr-defined]
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
+    return module_page
 
 
 def send(page, prompt: str, simulate: str = "") -> None:
