@@ -30,6 +30,9 @@ def client(server: LessonServer) -> openai.OpenAI:
 
 @pytest.fixture
 def aclient(server: LessonServer) -> openai.AsyncOpenAI:
+    """Close it (``async with``) on the loop that used it. Left open, the SDK closes it when
+    it is garbage-collected, in a task on whatever loop runs then: "Event loop is closed",
+    logged in another test's server."""
     return openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="course", max_retries=0)
 
 
@@ -113,6 +116,10 @@ def test_responses_without_streaming(client: openai.OpenAI) -> None:
 
 def test_async_client_all_streaming_calls(aclient: openai.AsyncOpenAI) -> None:
     async def run() -> list[str]:
+        async with aclient:  # closed on its own loop: see the fixture
+            return await streaming_calls()
+
+    async def streaming_calls() -> list[str]:
         texts = []
         stream = await aclient.chat.completions.create(
             model="course-mini", messages=USER_HELLO, stream=True

@@ -48,6 +48,7 @@ def test_async_client_uses_the_settings() -> None:
     client = async_client(llm_settings("http://127.0.0.1:1234"))
     assert str(client.base_url) == "http://127.0.0.1:1234/v1/"
     assert client.max_retries == 0
+    asyncio.run(client.close())  # not left to the garbage collector (see test_fake_openai)
 
 
 def test_open_llm_starts_the_fake_server_when_nothing_is_configured() -> None:
