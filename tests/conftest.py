@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from course_app.runtime import CHROMIUM_ARGS, CHROMIUM_HINT, chromium_path
-from tests.unavailable import unavailable
+from tests.unavailable import debian_chromium, unavailable
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +29,8 @@ def browser() -> Iterator[object]:
     Module-scoped: Playwright's sync API keeps an event loop running on the main thread
     while it is open, and `asyncio.run()` in later test modules would then refuse to run.
     """
-    path = chromium_path()
-    if path is None:
-        message = f"browser tests need Chromium: {CHROMIUM_HINT}"
-        unavailable(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with debian_chromium("browser tests") as chromium:
+        yield chromium
 
 
 def _page_of_its_own(browser: object) -> Iterator[object]:

@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from course_app.runtime import CHROMIUM_ARGS, CHROMIUM_HINT, chromium_path
-from tests.unavailable import unavailable
+from tests.unavailable import debian_chromium
 
 if TYPE_CHECKING:  # the root conftest loads this plugin in `course check`'s runs too
     from nbformat import NotebookNode
@@ -208,31 +207,21 @@ def check_pages(stem: str, urls: Sequence[str]) -> None:
             f"{stem}.ipynb embeds a page ({urls[0]}): say how to check it in PAGE_CHECKS"
             f" ({__name__})"
         )
-    path = chromium_path()
-    if path is None:
-        message = f"checking the pages {stem} embeds needs Chromium: {CHROMIUM_HINT}"
-        unavailable(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            for url in urls:
-                context = browser.new_context()
+    with debian_chromium(f"checking the pages {stem} embeds") as browser:
+        for url in urls:
+            context = browser.new_context()
+            try:
                 try:
-                    try:
-                        PAGE_CHECKS[stem](context.new_page(), url)
-                    except Exception as exc:
-                        raise RerunFailure(
-                            f"the page {stem} embeds ({url}) no longer works after Run All"
-                            f" twice: {type(exc).__name__}: {str(exc)[:500]}\nDoes a later cell"
-                            " stop its server? Stop servers at the end of the notebook except"
-                            " one whose page a cell embeds (CONTRIBUTING.md)."
-                        ) from exc
-                finally:
-                    context.close()
-        finally:
-            browser.close()
+                    PAGE_CHECKS[stem](context.new_page(), url)
+                except Exception as exc:
+                    raise RerunFailure(
+                        f"the page {stem} embeds ({url}) no longer works after Run All"
+                        f" twice: {type(exc).__name__}: {str(exc)[:500]}\nDoes a later cell"
+                        " stop its server? Stop servers at the end of the notebook except"
+                        " one whose page a cell embeds (CONTRIBUTING.md)."
+                    ) from exc
+            finally:
+                context.close()
 
 
 def run_again_and_check(
