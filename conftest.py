@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.plugins.cpu_report",  # --cpu-report=FILE: wall and CPU seconds per test
     "tests.plugins.schedule",  # longest scopes first on pytest-xdist's workers
     "tests.plugins.programs",  # a notebook needing a missing program: skipped (not in CI)
+    "tests.plugins.kernel_start",  # a kernel that dies while starting: once more, with why
 ]
 
 # Demo delays near zero: printed outputs do not depend on the pace, only the run time does.
