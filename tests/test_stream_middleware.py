@@ -79,7 +79,17 @@ def test_a_leaving_client_ends_the_stream_behind_each_middleware(middleware: str
     app = create_app(middleware)  # type: ignore[arg-type]
     with LessonServer(app) as server:
         leave_after_two_events(server.url + "/ticks")
-        assert wait_for(lambda: app.state.cleanups == 1), (
+
+        def cleaned_up() -> bool:
+            # Behind @app.middleware("http") the cancellation can catch the generator
+            # suspended at its `yield`, held in a reference cycle: its `finally` then runs at
+            # the next collection (as behind "body-log", below; seen once in ~10 full runs).
+            # Without that middleware it must run at once: no collecting for them.
+            if middleware == "timing" and app.state.cleanups < 1:
+                gc.collect()
+            return app.state.cleanups == 1
+
+        assert wait_for(cleaned_up), (
             f"behind {middleware!r} the generator's finally never ran after the client left"
         )
         if middleware == "asgi":
