@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import ssl
@@ -168,6 +169,7 @@ def test_fifty_start_stop_cycles_leak_no_threads_or_file_descriptors() -> None:
     app = endless_app()
     with LessonServer(app, name="t-warmup") as server:  # first use loads modules, opens logs
         httpx.get(server.url + "/hello")
+    gc.collect()  # earlier tests' garbage closes its sockets now, not during the count
     threads, fds = threading.active_count(), _open_fds()
     # Plain http, yet each httpx.get() would load certifi's bundle into a new TLS context:
     # 30 ms of CPU a cycle, five times what the start and stop cost. Build one.
@@ -175,5 +177,6 @@ def test_fifty_start_stop_cycles_leak_no_threads_or_file_descriptors() -> None:
     for _ in range(50):
         with LessonServer(app, name="t-cycle") as server:
             httpx.get(server.url + "/hello", verify=plain)
+    gc.collect()
     assert threading.active_count() == threads
     assert _open_fds() == fds
