@@ -18,16 +18,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Where each system's package puts the browser; then these names on the PATH.
-LINUX_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+# Where each system's package puts the browser; then these names on the PATH. Debian's
+# headless shell first: it is what Playwright itself runs for headless pages, the same engine
+# without the browser's UI, and a page costs it about half the CPU of the full browser.
+LINUX_CANDIDATES = (
+    "/usr/bin/chromium-headless-shell",
+    "/usr/bin/chromium",
+    "/usr/bin/chromium-browser",
+)
 MACOS_CANDIDATES = (
     "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",  # brew install --cask google-chrome
     "/Applications/Chromium.app/Contents/MacOS/Chromium",
     str(Path.home() / "Applications/Chromium.app/Contents/MacOS/Chromium"),
     str(Path.home() / "Applications/Google Chrome.app/Contents/MacOS/Google Chrome"),
 )
-PATH_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-LINUX_HINT = "install it: sudo apt-get install chromium (or set COURSE_CHROMIUM to its path)"
+PATH_NAMES = (
+    "chromium-headless-shell",
+    "chromium",
+    "chromium-browser",
+    "google-chrome",
+    "google-chrome-stable",
+)
+LINUX_HINT = (
+    "install it: sudo apt-get install chromium-headless-shell (Debian; or chromium),"
+    " or set COURSE_CHROMIUM to its path"
+)
 MACOS_HINT = (
     "install Google Chrome: brew install --cask google-chrome "
     "(or set COURSE_CHROMIUM to a Chromium-based browser's executable)"

@@ -45,10 +45,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if not target:
         yield
         return
-    wall, cpu = time.perf_counter(), _cpu_seconds()
+    start, wall, cpu = time.time(), time.perf_counter(), _cpu_seconds()
     yield
     line = {
         "nodeid": item.nodeid,
+        "start": round(start, 3),
         "wall": round(time.perf_counter() - wall, 3),
         "cpu": round(_cpu_seconds() - cpu, 3),
         "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
