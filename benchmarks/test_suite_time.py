@@ -13,7 +13,7 @@ measures the load as much as the suite.
 Each run appends every test's wall and CPU seconds to a report (tests/plugins/cpu_report.py);
 the tables at the end are the costliest scopes (pytest-xdist's unit of work) of the last run
 and each worker's busy time (a lopsided schedule shows there).
-``--write-scope-seconds`` saves the scopes' wall seconds for the scheduler
+``--write-scope-seconds`` saves the scopes' wall and CPU seconds for the scheduler
 (tests/plugins/schedule.py: longest scopes first).
 """
 
@@ -152,7 +152,10 @@ def main() -> int:
     for worker, (wall, cpu, items) in worker_table(report).items():
         print(f"{worker:<10}{items:>6}{wall:>9.1f}{cpu:>8.1f}")
     if args.write_scope_seconds:
-        seconds = {scope: round(wall, 1) for scope, (wall, _, _) in sorted(table.items())}
+        seconds = {
+            scope: {"wall": round(wall, 1), "cpu": round(cpu, 1)}
+            for scope, (wall, cpu, _) in sorted(table.items())
+        }
         SCOPE_SECONDS.write_text(json.dumps(seconds, indent=1) + "\n")
         print(f"wrote {SCOPE_SECONDS.relative_to(ROOT)}")
     return max(int(r["exit"]) for r in runs)  # type: ignore[call-overload]
