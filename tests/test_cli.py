@@ -152,6 +152,42 @@ def test_an_endless_loop_stops_the_check_after_one_timeout(
     assert time.monotonic() - started < 60  # one timeout, not one per test
 
 
+def _check_output(course: Path, capsys: pytest.CaptureFixture[str], *, mark: str) -> str:
+    """`course check 07`'s output with the test named ``mark`` marked own_session."""
+    tests = TESTS.replace(f"def {mark}(", f"@pytest.mark.own_session  # a comment\ndef {mark}(")
+    assert tests != TESTS
+    (course / "tests/exercises/test_07_demo.py").write_text(tests)
+    main(["check", "07"])
+    marked = capsys.readouterr().out
+    (course / "tests/exercises/test_07_demo.py").write_text(TESTS)
+    main(["check", "07"])
+    return marked + "\n=====\n" + capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mark", ["test_shout", "test_always_passes"])
+@pytest.mark.parametrize("exercise", ["stub", "solved", "endless loop"])
+def test_a_check_in_a_session_of_its_own_reports_as_one_session_would(
+    course: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    mark: str,
+    exercise: str,
+) -> None:
+    """A test marked own_session runs beside the others, and the report is the same: its
+    place in the file, and "not run" after a timeout as in one session."""
+    monkeypatch.setenv("COURSE_TEST_TIMEOUT", "2")
+    if exercise == "solved":
+        (course / "exercises/07_demo.py").write_text(SOLUTION)
+    elif exercise == "endless loop":
+        (course / "exercises/07_demo.py").write_text(
+            SOLUTION.replace("    if not word:", "    while True:\n        pass\n    if not word:")
+        )
+    marked, _, alone = _check_output(course, capsys, mark=mark).partition("\n=====\n")
+    assert marked == alone
+    if exercise == "endless loop":  # the last test came back "not run" from its own session
+        assert "checks did not run: a check timed out" in marked
+
+
 def test_check_passes_once_solved(course: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (course / "exercises/07_demo.py").write_text(SOLUTION)
     assert main(["check", "07"]) == 0

@@ -9,6 +9,7 @@ In a notebook, :func:`check` never raises: "Run All" gets past an unsolved exerc
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,11 @@ from course_app.runtime.pace import TEST_PACE
 CHECK_TIMEOUT = 180.0
 TEST_TIMEOUT = 15
 TEST_TIMEOUT_ENV = "COURSE_TEST_TIMEOUT"
+# A check marked `@pytest.mark.own_session` spends its time waiting on a real clock (nginx's
+# read timeout, a library's shutdown poll): it runs in a pytest session of its own, at the
+# same time as the others, so that the waits overlap instead of adding up.
+OWN_SESSION = "own_session"
+_OWN_SESSION_TEST = re.compile(rf"^@pytest\.mark\.{OWN_SESSION}\b.*\n(?:@.*\n)*def (\w+)\(", re.M)
 
 
 @dataclass(frozen=True)
@@ -147,13 +153,61 @@ def run_tests(
         "COURSE_PACE": str(TEST_PACE),
         TEST_TIMEOUT_ENV: os.environ.get(TEST_TIMEOUT_ENV, str(TEST_TIMEOUT)),
     }
-    rows, problem = run_reported(
-        ["-p", "no:hypothesispytest", *[str(p) for p in test_paths]],
-        cwd=root or course_root(),
-        env=env,
-        timeout=CHECK_TIMEOUT,
-    )
+    cwd = root or course_root()
+    sessions = [["-p", "no:hypothesispytest", *[str(p) for p in test_paths]]]
+    for path in test_paths:
+        for name in own_session_tests(path):
+            sessions.append(["-p", "no:hypothesispytest", f"{path}::{name}"])
+    if len(sessions) > 1:  # (not --deselect: it drops every test whose name starts so)
+        sessions[0] += ["-m", f"not {OWN_SESSION}"]
+    with ThreadPoolExecutor(max_workers=len(sessions)) as pool:
+        runs = list(
+            pool.map(
+                lambda args: run_reported(args, cwd=cwd, env=env, timeout=CHECK_TIMEOUT),
+                sessions,
+            )
+        )
+    problem = next((problem for _, problem in runs if problem), "")
+    rows = [row for session_rows, _ in runs for row in session_rows]
+    if len(sessions) > 1:
+        rows = in_file_order(rows, test_paths)
     return [TestOutcome(**row) for row in rows], problem
+
+
+def own_session_tests(test_path: Path) -> list[str]:
+    """The tests in ``test_path`` marked ``@pytest.mark.own_session`` (see OWN_SESSION)."""
+    return _OWN_SESSION_TEST.findall(test_path.read_text(encoding="utf-8"))
+
+
+def in_file_order(rows: list[dict[str, str]], test_paths: list[Path]) -> list[dict[str, str]]:
+    """Rows of several sessions as one session would have given them: in the order the
+    tests are defined, and after a check that timed out the later ones "not run" (one
+    session stops at a timeout, see pytest_report)."""
+    defined: dict[str, int] = {}
+    for path in test_paths:
+        for name in re.findall(r"^def (test_\w+)\(", path.read_text(encoding="utf-8"), re.M):
+            defined.setdefault(name, len(defined))
+
+    def position(row: dict[str, str]) -> int:
+        name = row["nodeid"].rpartition("::")[2].partition("[")[0]
+        return defined.get(name, len(defined))
+
+    ordered = sorted(rows, key=position)  # stable: a test's cases keep their order
+    stopped = False
+    for index, row in enumerate(ordered):
+        if stopped and row["outcome"] != "not run":
+            ordered[index] = {**row, "outcome": "not run", "reason": ""}
+        stopped = stopped or row["outcome"] == "not run" or is_timeout(row)
+    return ordered
+
+
+def is_timeout(row: dict[str, str]) -> bool:
+    """Did this check fail on pytest-timeout's limit (the session stopped after it)?"""
+    return (
+        row["outcome"] != "passed"
+        and "Timeout" in row["reason"]
+        and "pytest-timeout" in row["reason"]
+    )
 
 
 def run_check(lesson_ref: str | int, target: str = "exercises") -> CheckResult:

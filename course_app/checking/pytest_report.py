@@ -253,11 +253,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not path:
         return
     ran = {row["nodeid"] for row in _RESULTS}
-    not_run = [
-        {"nodeid": nodeid, "label": item["label"], "hint": item["hint"], "outcome": "not run",
-         "reason": ""}
-        for nodeid, item in _ITEMS.items()
-        if nodeid not in ran and session.shouldstop
+    not_run = [  # the session's items: deselected tests (--deselect, -k) are not "not run"
+        {"nodeid": item.nodeid, "label": _ITEMS[item.nodeid]["label"],
+         "hint": _ITEMS[item.nodeid]["hint"], "outcome": "not run", "reason": ""}
+        for item in session.items
+        if item.nodeid not in ran and item.nodeid in _ITEMS and session.shouldstop
     ]  # fmt: skip
     with open(path, "w", encoding="utf-8") as out:
         json.dump(_RESULTS + not_run, out)

@@ -21,6 +21,14 @@ from course_app.checking import load_exercise
 EXERCISE_TEST_TIMEOUT = int(os.environ.get("COURSE_TEST_TIMEOUT", "30"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "own_session: `course check` runs this test in a pytest session of its own, beside"
+        " the others (course_app.checking.checker.OWN_SESSION)",
+    )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # This hook sees every item of the session, not only this folder's: notebooks and the
     # run-twice test keep the longer timeout from pyproject.toml.

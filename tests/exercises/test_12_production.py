@@ -322,6 +322,7 @@ def test_client_that_stops_reading_is_dropped(
         )
 
 
+@pytest.mark.own_session  # waits on real clocks: runs beside the others
 def test_shutdown_says_bye_with_retry_and_frees_the_slot(
     exercise: ModuleType,
     shared_server: SharedServer,  # noqa: F811
@@ -364,6 +365,7 @@ def test_shutdown_says_bye_with_retry_and_frees_the_slot(
 # -- through nginx ---------------------------------------------------------------------------
 
 
+@pytest.mark.own_session  # waits on real clocks: runs beside the others
 def test_through_nginx_heartbeats_outlive_the_read_timeout_and_a_restart_frees_the_slot(
     exercise: ModuleType,
     serve_app: Callable[..., PluggedApp],
