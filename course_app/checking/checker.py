@@ -24,9 +24,10 @@ from course_app.runtime.pace import TEST_PACE
 CHECK_TIMEOUT = 180.0
 TEST_TIMEOUT = 15
 TEST_TIMEOUT_ENV = "COURSE_TEST_TIMEOUT"
-# A check marked `@pytest.mark.own_session` spends its time waiting on a real clock (nginx's
-# read timeout, a library's shutdown poll): it runs in a pytest session of its own, at the
-# same time as the others, so that the waits overlap instead of adding up.
+# A check marked `@pytest.mark.own_session` takes long on its own (it waits on a real clock:
+# nginx's read timeout, a library's shutdown poll; or Hypothesis searches and shrinks): it
+# runs in a pytest session of its own, at the same time as the others, so that the waits
+# overlap instead of adding up (and a search gets the second core).
 OWN_SESSION = "own_session"
 _OWN_SESSION_TEST = re.compile(rf"^@pytest\.mark\.{OWN_SESSION}\b.*\n(?:@.*\n)*def (\w+)\(", re.M)
 

@@ -381,6 +381,7 @@ def _normalised(data: str) -> str:
 # arguments, and the `exercise` module among them would show a path on this machine.
 
 
+@pytest.mark.own_session  # a long search: runs beside the others
 def test_round_trip_any_byte_boundaries(exercise: ModuleType) -> None:
     """parse_events(format_event(...)) round-trips any text, cut at any byte
 
@@ -402,6 +403,7 @@ def test_round_trip_any_byte_boundaries(exercise: ModuleType) -> None:
     round_trip()
 
 
+@pytest.mark.own_session  # a long search: runs beside the others
 def test_round_trip_many_events_any_line_ends(exercise: ModuleType) -> None:
     """several events round-trip with LF, CR or CRLF line ends, cut anywhere
 
