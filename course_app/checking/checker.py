@@ -1,8 +1,9 @@
 """Check a learner's exercise: run its tests, print pass/fail per test and a hint.
 
 The same code serves ``course check NN`` in a terminal and ``check("NN")`` in a notebook
-cell. Tests run in a fresh ``python -m pytest`` subprocess, so an edited exercise file is
-re-imported every time and nothing a test does can crash or hang the notebook's kernel.
+cell. Tests run in a fresh ``python -m pytest`` subprocess (a few side by side when some are
+marked ``own_session``), so an edited exercise file is re-imported every time and nothing a
+test does can crash or hang the notebook's kernel.
 In a notebook, :func:`check` never raises: "Run All" gets past an unsolved exercise.
 """
 
