@@ -17,7 +17,7 @@ from pathlib import Path
 
 from course_app.checking.exercise_loader import TARGET_ENV
 from course_app.checking.manifest import Lesson, UnknownLessonError, find_lesson, load_lessons
-from course_app.checking.pytest_report import MARKS, run_reported
+from course_app.checking.pytest_report import MARKS, is_timeout_message, run_reported
 from course_app.runtime import course_root
 from course_app.runtime.pace import TEST_PACE
 
@@ -199,17 +199,9 @@ def in_file_order(rows: list[dict[str, str]], test_paths: list[Path]) -> list[di
     for index, row in enumerate(ordered):
         if stopped and row["outcome"] != "not run":
             ordered[index] = {**row, "outcome": "not run", "reason": ""}
-        stopped = stopped or row["outcome"] == "not run" or is_timeout(row)
+        timed_out = row["outcome"] != "passed" and is_timeout_message(row["reason"])
+        stopped = stopped or row["outcome"] == "not run" or timed_out
     return ordered
-
-
-def is_timeout(row: dict[str, str]) -> bool:
-    """Did this check fail on pytest-timeout's limit (the session stopped after it)?"""
-    return (
-        row["outcome"] != "passed"
-        and "Timeout" in row["reason"]
-        and "pytest-timeout" in row["reason"]
-    )
 
 
 def run_check(lesson_ref: str | int, target: str = "exercises") -> CheckResult:

@@ -214,9 +214,14 @@ def _reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     return "\n".join(lines)
 
 
+def is_timeout_message(message: str) -> bool:
+    """Is this pytest-timeout's message (a check stopped at its time limit)?"""
+    return "Timeout" in message and "pytest-timeout" in message
+
+
 def _timed_out(report: pytest.TestReport) -> bool:
     crash = getattr(report.longrepr, "reprcrash", None)
-    return crash is not None and "Timeout" in crash.message and "pytest-timeout" in crash.message
+    return crash is not None and is_timeout_message(crash.message)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
