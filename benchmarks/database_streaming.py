@@ -4,13 +4,13 @@ For 100,000 and 1,000,000 readings of one sensor, each export runs in a server p
 its own (so one variant's memory peak cannot hide in another's), on a loopback port:
 
 - `streamed CSV` and `streamed JSON Lines`: the reference solution's routes
-  (`solutions/08_database_streaming.py`): keyset batches of `BATCH_SIZE` rows, newest first,
-  a session per batch, written in chunks of about 64 KB.
+  (`solutions/08_database_streaming.py`): keyset batches of `EXPORT_BATCH_SIZE` rows, newest
+  first, a session per batch, whole batches written in chunks of about 64 KB.
 - `JSON Lines, write per row`: the same rows through a generator path operation, as the
   notebook's first JSON Lines route does: FastAPI validates, serialises and writes each
   item on its own (only at `--slow-sizes`, by default 100,000 rows).
-- `all rows first (CSV)`: the same query, in the same order, without batches: `.all()`,
-  then the whole CSV body, then the response.
+- `all rows first (CSV)`: the same query (the solution's `COLUMNS`, from the table), in the
+  same order, without batches: `.all()`, then the whole CSV body, then the response.
 
 The client (this process) first asks for a sensor that has no readings (so the pool's
 first connection is open and the route has run once), then reads every byte of the export
@@ -18,7 +18,9 @@ and notes when the first one came (time to first byte, from sending the request)
 server reports the CPU seconds it spent on that export (user + system, all its threads:
 a figure that a busy machine disturbs much less than the wall-clock time) and its peak
 resident memory (`ru_maxrss`) before the request and after it. Each variant runs
-`--repeat` times, each in a fresh server: the table shows the medians and the largest peak.
+`--repeat` times, each in a fresh server, in rounds (one run of each variant per round): the
+table shows the medians and the largest peak, then the targets' ratios, each the median of
+the ratios within a round.
 
 Run: .venv/bin/python benchmarks/database_streaming.py [--sizes 100000 1000000] [--repeat 3]
      [--slow-sizes 100000] [--solution FILE]   (FILE: another version of the solution)
@@ -53,6 +55,11 @@ VARIANTS = {
     "all rows first (CSV)": f"/all-first/{SENSOR}/readings.csv",
 }
 SLOW = "JSON Lines, write per row"
+# (variant, baseline, target): total time against the baseline's, in the same round.
+RATIOS = [
+    ("streamed CSV", "all rows first (CSV)", 1.2),
+    ("streamed JSON Lines", "streamed CSV", 1.5),
+]
 DOWNLOAD_TIMEOUT = 600  # seconds: a write per row for a million rows takes a while
 
 
@@ -94,11 +101,14 @@ def serve(db: Path, solution_path: Path) -> None:
     solution = load_solution(solution_path)
     sessions = async_sessionmaker(async_engine(db), expire_on_commit=False)
     app = solution.create_app(sessions)
-    reading = solution.Reading
+    # The solution's own columns, in the WHERE and ORDER BY too: the same query, whether
+    # they are the table's columns (plain Core) or the model's attributes (the ORM).
+    id_, sensor_, taken_at, _ = solution.COLUMNS
 
     async def per_row(sensor: str) -> AsyncIterator[Any]:
-        async for row in solution.readings_newest_first(sessions, sensor):
-            yield solution.to_out(row)
+        async for batch in solution.reading_batches(sessions, sensor):
+            for row in batch:
+                yield solution.to_out(row)
 
     # The item type, as an object (this module's annotations are strings): FastAPI then
     # validates and serialises each item through it, as for the notebook's route.
@@ -109,8 +119,8 @@ def serve(db: Path, solution_path: Path) -> None:
     async def all_first(sensor: str) -> Response:
         query = (
             select(*solution.COLUMNS)
-            .where(reading.sensor == sensor)
-            .order_by(reading.taken_at.desc(), reading.id.desc())
+            .where(sensor_ == sensor)
+            .order_by(taken_at.desc(), id_.desc())
         )
         async with sessions() as session:
             rows = (await session.execute(query)).all()
@@ -214,20 +224,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-08-") as folder:
         for size in args.sizes:
             db = create_database(Path(folder) / f"{size}.db", readings=size, sensors=(SENSOR,))
-            for name, path in VARIANTS.items():
-                if name == SLOW and size not in args.slow_sizes:
-                    continue
-                runs = [measure(db, path, args.solution) for _ in range(args.repeat)]
-                for m in runs:
+            variants = {
+                name: path
+                for name, path in VARIANTS.items()
+                if name != SLOW or size in args.slow_sizes
+            }
+            # Round after round, one run of each variant: this machine's speed drifts by
+            # tens of percent over a minute, and a drift then slows every variant alike.
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+            for _ in range(args.repeat):
+                for name, path in variants.items():
+                    m = measure(db, path, args.solution)
                     assert m["rows"] == size, f"{name}: {m['rows']} rows instead of {size}"
+                    runs[name].append(m)
+            for name, variant_runs in runs.items():
 
-                def median(key: str, runs: list[dict[str, float]] = runs) -> float:
+                def median(key: str, runs: list[dict[str, float]] = variant_runs) -> float:
                     return statistics.median(m[key] for m in runs)
 
                 print(
                     f"{size:>9,}  {name:<26} {median('first') * 1000:>7.0f} ms"
                     f" {median('total'):>6.2f} s {median('cpu'):>5.2f} s {median('mb'):>4.0f} MB"
-                    f" {max(m['peak'] for m in runs):>13.0f} MB {median('before'):>6.0f} MB",
+                    f" {max(m['peak'] for m in variant_runs):>13.0f} MB"
+                    f" {median('before'):>6.0f} MB"
+                )
+            for name, baseline, target in RATIOS:
+                ratios = [
+                    m["total"] / b["total"] for m, b in zip(runs[name], runs[baseline], strict=True)
+                ]
+                print(
+                    f"{size:>9,}  {name} / {baseline}: {statistics.median(ratios):.2f}x"
+                    f" (target <= {target}x; each round: {', '.join(f'{r:.2f}' for r in ratios)})",
                     flush=True,
                 )
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -5,13 +5,14 @@ several sensors (`course_app.demos.sample_db.Reading`). A reading's id grows as 
 *arrive*; `taken_at` says when it was measured. Some readings arrive late, so the two
 orders differ, and readings taken in the same minute share a `taken_at`.
 
-- `readings_newest_first()`: one sensor's readings, newest `taken_at` first (ties: the
-  higher id first), `batch_size` at a time, with keyset pagination on the pair
+- `reading_batches()`: one sensor's readings, newest `taken_at` first (ties: the higher
+  id first), as lists of at most `batch_size` rows, with keyset pagination on the pair
   (taken_at, id), walking *down* the table. Each batch is read through a session of its
-  own, closed before the first row is yielded, so a client that stops reading holds no
+  own, closed before the batch is yielded, so a client that stops reading holds no
   database connection. The NDJSON and CSV routes stream it: a log viewer's "latest first",
-  written in chunks of about 64 KB (`csv_chunks()`, `json_lines_chunks()`), not a write
-  per row: that keeps a streamed export about as fast as loading every row first.
+  a batch at a time, written in chunks of about 64 KB (`csv_chunks()`,
+  `json_lines_chunks()`). With the table's own columns (`readings.c`) in the query,
+  that makes a streamed export as fast as loading every row first.
 - `last_seen()`: the dependency that reads the `Last-Event-ID` header. It runs before the
   response starts, so a malformed id can still get a real `400`.
 - `live_readings()`: the sensor's readings that arrive after a given id, forever, as SSE.
@@ -34,7 +35,7 @@ import contextlib
 import csv
 import io
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 import anyio
@@ -56,15 +57,18 @@ logger = logging.getLogger("lesson.readings")
 Sessions = async_sessionmaker[AsyncSession]
 
 BATCH_SIZE = 500  # readings per query of the live tail: at most this many in one event
-# Rows per query of an export: a query costs six hand-offs between the event loop and
-# aiosqlite's thread, which 2,000 rows make cheap per row (Going deeper measures it).
+# Rows per query of an export: a query costs about a millisecond (a session, a pooled
+# connection, six hand-offs to aiosqlite's thread), which 2,000 rows make cheap per row.
 EXPORT_BATCH_SIZE = 2_000
 CHUNK_SIZE = 64 * 1024  # bytes per write to the client: an export writes per chunk, not per row
 POLL_EVERY = 0.5  # seconds between two looks for new readings (a demo delay: paced)
 MAX_ID = 2**63 - 1  # the largest integer SQLite stores; a larger one is no reading's id
 UNAVAILABLE = "Live readings are unavailable right now. Try again later."
-# Select these columns, not the Reading entity: plain rows, no ORM objects to build.
-COLUMNS = (Reading.id, Reading.sensor, Reading.taken_at, Reading.celsius)
+# The readings table itself. A query built from its columns (`readings.c.sensor`),
+# not the model's attributes (`Reading.sensor`), is plain SQLAlchemy Core: its rows come
+# back without the ORM's step per row, which would cost an export about a third of its time.
+readings = Reading.__table__
+COLUMNS = (readings.c.id, readings.c.sensor, readings.c.taken_at, readings.c.celsius)
 
 
 class ReadingOut(BaseModel):
@@ -81,20 +85,24 @@ def to_out(row: Row[Any]) -> ReadingOut:
     return ReadingOut.model_validate(row, from_attributes=True)
 
 
-async def readings_newest_first(
+async def reading_batches(
     sessions: Sessions, sensor: str, batch_size: int = EXPORT_BATCH_SIZE
-) -> AsyncIterator[Row[Any]]:
-    """Every reading of `sensor`, newest first: by (taken_at, id) descending, in batches."""
+) -> AsyncIterator[Sequence[Row[Any]]]:
+    """Every reading of `sensor`, newest first (by taken_at, then id, descending), as
+    lists of at most `batch_size` rows: one list per query."""
     # TODO: select COLUMNS for the readings of `sensor`, ordered by taken_at, then id, both
-    #       descending (`.desc()`), at most `batch_size` rows per query. Keyset pagination,
-    #       walking down: each batch starts *below* the last row of the previous one, on
-    #       both columns at once. sqlalchemy's tuple_() builds that comparison. No OFFSET.
+    #       descending (`.desc()`), at most `batch_size` rows per query. Use the table's
+    #       columns throughout (`readings.c.sensor`, not `Reading.sensor`). Keyset
+    #       pagination, walking down: each batch starts *below* the last row of the
+    #       previous one, on both columns at once. sqlalchemy's tuple_() builds that
+    #       comparison. No OFFSET.
     # TODO: read each batch in a session of its own (`async with sessions() as session:`)
-    #       and leave that block before you yield the batch's rows, one by one. (The
+    #       and leave that block before you yield the batch, as a list of rows. (The
     #       notebook also shields that block from cancellation, so that a client leaving
     #       mid-query costs no connection: `with anyio.CancelScope(shield=True):`.)
-    # TODO: stop after a batch that came back with fewer than `batch_size` rows.
-    raise NotImplementedError("TODO: write readings_newest_first()")
+    # TODO: stop after a batch that came back with fewer than `batch_size` rows, and never
+    #       yield an empty list: a sensor without readings gives no batch at all.
+    raise NotImplementedError("TODO: write reading_batches()")
     yield  # keeps this a generator; replace both lines
 
 
@@ -121,7 +129,7 @@ async def live_readings(
     `after=None`: only readings that arrive from now on.
     """
     # TODO: `after` is None: start after the newest reading there is now (select the
-    #       max() of Reading.id; an empty table has none: start after 0).
+    #       max() of readings.c.id; an empty table has none: start after 0).
     # TODO: then, forever: read `sensor`'s readings with an id above the last one sent,
     #       in id order, at most BATCH_SIZE per query, in a session of their own. When
     #       that brings rows, yield them all as ONE event:
@@ -137,34 +145,38 @@ async def live_readings(
 
 
 async def csv_chunks(
-    rows: AsyncIterator[Row[Any]], chunk_size: int = CHUNK_SIZE
+    batches: AsyncIterator[Sequence[Row[Any]]], chunk_size: int = CHUNK_SIZE
 ) -> AsyncIterator[str]:
-    """The rows as CSV text, header first, in chunks of about `chunk_size` characters."""
+    """The rows as CSV text, header first: whole batches, written once `chunk_size`
+    characters have gathered."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(FIELDS)
-    async for row in rows:
-        writer.writerow(row)
+    async for batch in batches:
+        writer.writerows(batch)  # one call per batch: the loop over its rows runs in C
         if buffer.tell() >= chunk_size:
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate(0)
-    yield buffer.getvalue()
+    if buffer.tell():
+        yield buffer.getvalue()
 
 
 async def json_lines_chunks(
-    rows: AsyncIterator[Row[Any]], chunk_size: int = CHUNK_SIZE
+    batches: AsyncIterator[Sequence[Row[Any]]], chunk_size: int = CHUNK_SIZE
 ) -> AsyncIterator[bytes]:
-    """The rows as JSON Lines, one object per row, in chunks of about `chunk_size` bytes.
+    """The rows as JSON Lines, one object per row: whole batches, written once
+    `chunk_size` bytes have gathered.
 
     The rows come from our own typed columns, so a ReadingOut per row would only check
     what the database already guarantees: pydantic_core.to_json() writes each row's dict
     as FastAPI writes a ReadingOut (the same bytes), in a fraction of the time.
     """
     buffer = bytearray()
-    async for row in rows:
-        buffer += to_json(dict(zip(FIELDS, row, strict=True)))
-        buffer += b"\n"
+    async for batch in batches:
+        for row in batch:
+            buffer += to_json(dict(zip(FIELDS, row, strict=True)))
+            buffer += b"\n"
         if len(buffer) >= chunk_size:
             yield bytes(buffer)
             buffer.clear()
@@ -197,18 +209,18 @@ def create_app(sessions: Sessions | None = None, poll_every: float = POLL_EVERY)
     app.router.route_class = QuietDisconnectRoute
 
     # Not a generator path operation: FastAPI would validate, serialise and write each
-    # row on its own (one write per row). One write per ~64 KB chunk instead.
+    # row on its own (one write per row). One write per ~64 KB of batches instead.
     @app.get("/sensors/{sensor}/readings.ndjson", response_class=StreamingResponse)
     async def readings_ndjson(sensor: str, sessions: SessionsDep) -> StreamingResponse:
         return StreamingResponse(
-            json_lines_chunks(readings_newest_first(sessions, sensor)),
+            json_lines_chunks(reading_batches(sessions, sensor)),
             media_type="application/jsonl",
         )
 
     @app.get("/sensors/{sensor}/readings.csv")
     async def readings_csv(sensor: str, sessions: SessionsDep) -> StreamingResponse:
         return StreamingResponse(
-            csv_chunks(readings_newest_first(sessions, sensor)),
+            csv_chunks(reading_batches(sessions, sensor)),
             media_type="text/csv",
             headers={"content-disposition": 'attachment; filename="readings.csv"'},
         )

@@ -19,7 +19,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,6 +29,7 @@ import httpx_sse
 import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from course_app.checking import PluggedApp, SharedServer, shared_server  # noqa: F401 (a fixture)
@@ -83,25 +84,36 @@ def newest_first(sensor: str, count: int = READINGS) -> list[int]:
     return [id_ for id_, s, _taken_at, _ in ordered if s == sensor]
 
 
-def collect(rows: AsyncIterator[Any], at_most: int) -> list[Any]:
-    """At most `at_most` rows of the generator (a wrong keyset may repeat rows forever)."""
+def collect(items: AsyncIterator[Any], at_most: int) -> list[Any]:
+    """At most `at_most` items of the generator (a wrong keyset may repeat rows forever)."""
 
     async def main() -> list[Any]:
         got = []
         try:
-            async for row in rows:
-                got.append(row)
+            async for item in items:
+                got.append(item)
                 if len(got) >= at_most:
                     break
         finally:
-            await rows.aclose()
+            await items.aclose()
         return got
 
     return asyncio.run(main())
 
 
+def batch_sizes(batches: list[Any]) -> list[int]:
+    """How many rows each batch holds; fails clearly if the items are not lists of rows."""
+    for batch in batches:
+        if not isinstance(batch, Sequence) or isinstance(batch, (str, bytes, Row)):
+            pytest.fail(
+                f"reading_batches yielded {type(batch).__name__} {batch!r:.80}: yield each"
+                " batch as one list of rows (what `.all()` returns), not the rows one by one"
+            )
+    return [len(batch) for batch in batches]
+
+
 def test_newest_first_with_ties(exercise: ModuleType, db: Database) -> None:
-    """readings_newest_first gives every reading of one sensor once, by (taken_at, id) descending
+    """reading_batches gives every reading of one sensor once, by (taken_at, id) descending
 
     Readings taken in the same minute share a taken_at, and a batch can end in the middle
     of them. Walking down the table, what does `taken_at < last taken_at` skip then, and
@@ -111,13 +123,28 @@ def test_newest_first_with_ties(exercise: ModuleType, db: Database) -> None:
     for sensor in ALL_SENSORS:
         for batch_size in (3, 7, 100, 1000):
             expected = newest_first(sensor)
-            rows = collect(
-                exercise.readings_newest_first(db.sessions, sensor, batch_size),
-                len(expected) + 2 * batch_size,
+            batches = collect(
+                exercise.reading_batches(db.sessions, sensor, batch_size),
+                len(expected) // batch_size + 3,
             )
-            got = [row.id for row in rows]
+            batch_sizes(batches)
+            got = [row.id for batch in batches for row in batch]
             assert got == expected, f"sensor {sensor!r}, batch_size={batch_size}"
-    assert collect(exercise.readings_newest_first(db.sessions, "garage", 5), 10) == []
+
+
+def test_batches_are_full_and_never_empty(exercise: ModuleType, db: Database) -> None:
+    """each batch holds batch_size rows, the last one fewer, and no batch is empty
+
+    100 readings 7 at a time: how many rows does the last batch hold? After a batch of
+    fewer than 7, is there anything left to ask for? What should a sensor without a single
+    reading give: an empty list, or no batch at all?
+    """
+    sizes = batch_sizes(collect(exercise.reading_batches(db.sessions, "boiler", 7), 20))
+    assert sizes == [7] * 14 + [2], f"batches of {sizes} rows for 100 readings, 7 at a time"
+    sizes = batch_sizes(collect(exercise.reading_batches(db.sessions, "boiler", 100), 5))
+    assert sizes == [100], f"batches of {sizes} rows for 100 readings, 100 at a time"
+    garage = collect(exercise.reading_batches(db.sessions, "garage", 5), 3)
+    assert garage == [], f"a sensor without readings gave {garage}: no batch at all"
 
 
 def test_batches_are_keyset_queries(exercise: ModuleType, db: Database) -> None:
@@ -126,8 +153,8 @@ def test_batches_are_keyset_queries(exercise: ModuleType, db: Database) -> None:
     How many queries does reading 100 rows 7 at a time take? Does each say where to start
     with a WHERE on (taken_at, id), rather than by skipping rows with OFFSET?
     """
-    rows = collect(exercise.readings_newest_first(db.sessions, "boiler", 7), 200)
-    assert len(rows) == 100, f"got {len(rows)} rows; boiler has 100 readings"
+    rows = sum(batch_sizes(collect(exercise.reading_batches(db.sessions, "boiler", 7), 30)))
+    assert rows == 100, f"got {rows} rows; boiler has 100 readings"
     queries = db.selects("boiler")
     if not 100 // 7 + 1 <= len(queries) <= 100 // 7 + 2:
         pytest.fail(f"{len(queries)} queries for 100 rows, 7 per batch; the first: {queries[0]}")
@@ -140,11 +167,11 @@ def test_batches_are_keyset_queries(exercise: ModuleType, db: Database) -> None:
             pytest.fail(f"OFFSET paging: {sql}")
 
 
-def test_no_connection_while_the_consumer_holds_a_row(exercise: ModuleType, db: Database) -> None:
-    """while the consumer holds a row (a client that stops reading), no connection is checked out
+def test_no_connection_while_the_consumer_holds_a_batch(exercise: ModuleType, db: Database) -> None:
+    """while the consumer holds a batch (a client that stops reading), no connection is checked out
 
     Where does your `async with sessions() as session:` block end: before the `yield`,
-    or around it? A client may take an hour to read the next row.
+    or around it? A client may take an hour to read the next batch.
     """
 
     async def held_after_first(rows: AsyncIterator[Any]) -> int:
@@ -155,12 +182,12 @@ def test_no_connection_while_the_consumer_holds_a_row(exercise: ModuleType, db: 
             await rows.aclose()
 
     async def main() -> tuple[int, int]:
-        export = exercise.readings_newest_first(db.sessions, "attic", 10)
+        export = exercise.reading_batches(db.sessions, "attic", 10)
         tail = exercise.live_readings(db.sessions, "attic", 0, poll_every=0.05)
         return await held_after_first(export), await held_after_first(tail)
 
     export_held, tail_held = asyncio.run(main())
-    assert export_held == 0, "readings_newest_first holds a connection at its yield"
+    assert export_held == 0, "reading_batches holds a connection at its yield"
     assert tail_held == 0, "live_readings holds a connection at its yield"
 
 
@@ -212,7 +239,7 @@ def server(
 def test_ndjson_and_csv_exports(client: TestClient) -> None:
     """GET /sensors/attic/readings.ndjson and .csv stream every reading, newest first
 
-    Both routes are written for you: they stream readings_newest_first(). Does it return
+    Both routes are written for you: they stream reading_batches(). Do its batches hold
     the rows with all four columns (COLUMNS), newest first?
     """
     expected_ids = newest_first("attic")
@@ -240,7 +267,7 @@ def test_client_leaving_mid_export_releases_everything(
     When the client hangs up, where is your generator: inside a query, or at a `yield`?
     Is a session open at that moment, and who closes it?
     """
-    collect(exercise.readings_newest_first(db.sessions, "cellar", 10), 1)
+    collect(exercise.reading_batches(db.sessions, "cellar", 10), 1)
     for url in ("/sensors/cellar/readings.ndjson", "/sensors/cellar/readings.csv"):
         with (
             httpx.Client(timeout=10, verify=False) as http,
@@ -471,7 +498,7 @@ def test_a_second_client_flows_while_an_export_waits_on_the_database(
     While the database works on one client's batch, is the event loop free to serve the
     next client? Does anything in your code wait on the database without `await`?
     """
-    collect(exercise.readings_newest_first(db.sessions, "boiler", 10), 1)
+    collect(exercise.reading_batches(db.sessions, "boiler", 10), 1)
     release = threading.Event()
     export_waiting = threading.Event()
 
