@@ -118,9 +118,7 @@ def serve(db: Path, solution_path: Path) -> None:
     @app.get("/all-first/{sensor}/readings.csv")
     async def all_first(sensor: str) -> Response:
         query = (
-            select(*solution.COLUMNS)
-            .where(sensor_ == sensor)
-            .order_by(taken_at.desc(), id_.desc())
+            select(*solution.COLUMNS).where(sensor_ == sensor).order_by(taken_at.desc(), id_.desc())
         )
         async with sessions() as session:
             rows = (await session.execute(query)).all()
