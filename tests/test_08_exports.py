@@ -145,3 +145,29 @@ def test_csv_export_has_every_row_once(
     table = list(csv.reader(io.StringIO(body.decode())))
     assert table[0] == list(lesson.FIELDS)
     assert [int(line[0]) for line in table[1:]] == [row[0] for row in newest_first_rows()]
+
+
+@pytest.mark.parametrize("encode", ["csv_chunks", "json_lines_chunks"])
+def test_small_batches_gather_into_chunks(lesson: ModuleType, encode: str) -> None:
+    """Batches smaller than a chunk are gathered until CHUNK_SIZE, not written one by one.
+
+    The routes' batches of 2,000 rows each fill a chunk alone; these of 50 rows do not.
+    """
+    rows = newest_first_rows()
+
+    async def batches() -> AsyncIterator[list[tuple[int, str, str, float]]]:
+        for start in range(0, len(rows), 50):
+            yield rows[start : start + 50]
+
+    async def main() -> list[bytes]:
+        chunks = [chunk async for chunk in getattr(lesson, encode)(batches())]
+        return [c.encode() if isinstance(c, str) else c for c in chunks]
+
+    chunks = asyncio.run(main())
+    one_batch = 50 * (max(map(len, b"".join(chunks).splitlines())) + 1)
+    sizes = f"{len(chunks)} writes, sizes {[len(c) for c in chunks][:6]}..."
+    assert all(lesson.CHUNK_SIZE <= len(c) < lesson.CHUNK_SIZE + one_batch for c in chunks[:-1]), (
+        sizes
+    )
+    assert 0 < len(chunks[-1]) < lesson.CHUNK_SIZE + one_batch, sizes
+    assert len(b"".join(chunks).splitlines()) == len(rows) + (encode == "csv_chunks"), sizes
